@@ -1,0 +1,208 @@
+"""A :class:`Channel` without a network, for ``flow simulate`` and flow unit tests.
+
+Scripted input: each entry of ``inputs`` is a burst of digits the caller types at the next input
+request (the first digit wait after a prompt). An empty burst, or running out of bursts, is a noinput
+timeout. A timeout consumes nothing. Time is a fake clock that jumps over every wait, so nothing
+really waits.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from helpline.ivr.channel import ENQUEUE_OUTCOMES, TRANSFER_OUTCOMES, EnqueueSpec, HttpPort, HttpResponse
+from helpline.voice.prompt_spec import PromptSpec
+
+HttpAnswer = HttpResponse | Mapping[str, Any] | str | Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    type: str
+    node_id: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: str | None
+
+
+class MockHttpPort:
+    """Answers requests from a table keyed ``"METHOD url"`` or ``"url"`` (exact, else longest prefix).
+
+    A value is an :class:`HttpResponse`, a mapping ``{"status": 200, "json": {...}}`` / ``{"text": ...}``,
+    the strings ``"timeout"`` or ``"error"``, or a callable ``(method, url, headers, body)`` returning one.
+    Unlisted URLs answer 404. Every request is kept in ``calls``.
+    """
+
+    def __init__(self, responses: Mapping[str, HttpAnswer] | None = None) -> None:
+        self.responses = dict(responses or {})
+        self.calls: list[HttpCall] = []
+
+    def _lookup(self, method: str, url: str) -> HttpAnswer | None:
+        for key in (f"{method} {url}", url):
+            if key in self.responses:
+                return self.responses[key]
+        prefixes = [k for k in self.responses if url.startswith(k.split(" ", 1)[-1])
+                    and (" " not in k or k.startswith(method + " "))]
+        return self.responses[max(prefixes, key=len)] if prefixes else None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: str | None,
+        timeout: float,  # noqa: ASYNC109 (the port contract carries the deadline)
+    ) -> HttpResponse:
+        import json
+
+        self.calls.append(HttpCall(method, url, dict(headers), body))
+        answer = self._lookup(method, url)
+        if callable(answer):
+            answer = answer(method, url, headers, body)
+        if answer is None:
+            return HttpResponse(404, "")
+        if isinstance(answer, HttpResponse):
+            return answer
+        if answer == "timeout":
+            raise TimeoutError(f"{method} {url}: simulated timeout after {timeout}s")
+        if answer == "error":
+            raise OSError(f"{method} {url}: simulated connection failure")
+        if isinstance(answer, Mapping):
+            text = json.dumps(answer["json"]) if "json" in answer else str(answer.get("text", ""))
+            return HttpResponse(int(answer.get("status", 200)), text)
+        raise ValueError(f"bad simulated HTTP answer for {method} {url}: {answer!r}")
+
+
+def parse_at(text: str) -> datetime:
+    """``"2026-12-24T17:59 Europe/Berlin"`` (zone optional, UTC by default) as an aware datetime."""
+    stamp, _, zone = text.strip().partition(" ")
+    moment = datetime.fromisoformat(stamp)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone.strip()) if zone.strip() else UTC)
+    return moment
+
+
+@dataclass
+class SimulatedChannel:
+    """Implements :class:`~helpline.ivr.channel.Channel` with scripted digits and outcomes."""
+
+    inputs: Sequence[str] = ()
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    http: HttpPort = field(default_factory=MockHttpPort)
+    transfer_result: str = "connected"
+    enqueue_result: str = "timeout"
+    caller: str = "+15550100001"
+    did: str = "+15550100000"
+    call_id: str = "sim"
+    events: list[SimEvent] = field(default_factory=list)
+    played: list[PromptSpec] = field(default_factory=list)
+    hung_up: int | bool | None = False
+    transfers: list[str] = field(default_factory=list)
+    enqueued: list[tuple[str, EnqueueSpec]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.transfer_result not in TRANSFER_OUTCOMES:
+            raise ValueError(f"transfer result must be one of {TRANSFER_OUTCOMES}")
+        if self.enqueue_result not in ENQUEUE_OUTCOMES:
+            raise ValueError(f"enqueue result must be one of {ENQUEUE_OUTCOMES}")
+        self._bursts: deque[str] = deque(self.inputs)
+        self._buffer: deque[str] = deque()
+        self._armed = False
+        self._elapsed = 0.0
+
+    @property
+    def unused_inputs(self) -> list[str]:
+        return list(self._bursts)
+
+    def _advance(self, seconds: float) -> None:
+        self._elapsed += seconds
+
+    async def play(self, prompts: Sequence[PromptSpec], *, barge_in: bool) -> str | None:
+        self.played.extend(prompts)
+        self._armed = True
+        if barge_in and self._buffer:
+            return self._buffer.popleft()
+        self._advance(sum(p.duration_ms for p in prompts) / 1000)
+        return None
+
+    async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109
+        if not self._buffer and self._armed and self._bursts:
+            self._buffer.extend(self._bursts.popleft())
+            self._armed = False
+        if self._buffer:
+            return self._buffer.popleft()
+        self._armed = False
+        self._advance(timeout)
+        return None
+
+    def flush_digits(self) -> None:
+        self._buffer.clear()
+
+    async def pause(self, seconds: float) -> None:
+        self._advance(seconds)
+
+    async def transfer(self, target: str, timeout: float) -> str:  # noqa: ASYNC109
+        self.transfers.append(target)
+        return self.transfer_result
+
+    async def enqueue(self, queue: str, spec: EnqueueSpec) -> str:
+        self.enqueued.append((queue, spec))
+        self._advance(spec.timeout if self.enqueue_result == "timeout" else 0)
+        return self.enqueue_result
+
+    async def hangup(self, sip_code: int | None = None) -> None:
+        self.hung_up = sip_code if sip_code is not None else True
+        self.events.append(SimEvent("sim.hangup", None, {"sip_code": sip_code}))
+
+    def now(self) -> datetime:
+        return self.at + timedelta(seconds=self._elapsed)
+
+    def emit(self, type: str, node_id: str | None, data: dict[str, Any]) -> None:
+        self.events.append(SimEvent(type, node_id, data))
+
+
+def describe_event(event: SimEvent) -> str | None:
+    """One transcript line per event the caller would care about (``None`` to leave it out)."""
+    d = event.data
+    match event.type:
+        case "ivr.flow_started":
+            return f"flow {d['flow']} (version {d['version']})"
+        case "ivr.prompt_played":
+            cut = " [interrupted]" if d.get("interrupted_by") else ""
+            return "play " + " | ".join(d["prompts"]) + cut
+        case "ivr.input":
+            action = f" ({d['action']})" if d.get("action") else ""
+            return f"input {d['value']}{action}"
+        case "ivr.noinput":
+            return f"noinput {d['count']}/{d['max']}"
+        case "ivr.nomatch":
+            return f"nomatch {d['count']}/{d['max']}: {d['value']}"
+        case "ivr.variable_set":
+            return f"set {d['name']} = {d['value']!r}"
+        case "ivr.milestone":
+            return f"milestone {d['name']}"
+        case "ivr.http":
+            return f"http {d['method']} {d['url']} -> {d.get('status', d['result'])}"
+        case "ivr.transfer":
+            return f"transfer {d['target']} -> {d['result']}"
+        case "ivr.enqueue":
+            return f"enqueue {d['queue']} -> {d['result']}" if "result" in d else None
+        case "ivr.error":
+            return f"error at {event.node_id}: {d['error']}"
+        case "ivr.outcome":
+            return f"outcome {d['outcome']}" + (f" (flow {d['flow']})" if "flow" in d else "")
+        case "sim.hangup":
+            return "hangup" + (f" {d['sip_code']}" if d.get("sip_code") else "")
+    return None

@@ -1,0 +1,322 @@
+"""Semantic validation of parsed flows: graph, references, expressions, prompts, cross-file subflows.
+
+Every problem carries ``file:line:column``. Errors make a flow unloadable; warnings do not.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel
+
+from helpline.ivr.expressions import ExpressionError, check_template, compile_expression
+from helpline.ivr.input_policy import InputPolicy
+from helpline.ivr.loader import ParsedFlow, parse_file
+from helpline.ivr.markers import Marked, MarkKind
+from helpline.ivr.model import REQUIRED, Loc, NodeBase
+from helpline.ivr.nodes.input import InputNode, MenuNode
+from helpline.ivr.nodes.logic import GotoNode
+from helpline.ivr.nodes.subflow import ReturnNode, SubflowNode
+from helpline.ivr.problems import Problem
+
+
+def _field_annotation(model: type[BaseModel], name: str) -> Any:
+    info = model.model_fields[name]
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+def _pick_member(annotation: Any, value: Any) -> Any:
+    """For a union annotation, the member that fits ``value``'s runtime shape."""
+    for member in typing.get_args(annotation):
+        base = typing.get_args(member)[0] if typing.get_origin(member) is Annotated else member
+        origin = typing.get_origin(base) or base
+        if isinstance(origin, type) and isinstance(value, origin):
+            return member
+    return None
+
+
+def marked_values(value: Any, annotation: Any, loc: Loc) -> Iterator[tuple[Loc, MarkKind, str]]:
+    """Every string in ``value`` whose annotation carries a :class:`Marked` kind, with its location."""
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from marked_values(
+                getattr(value, name), _field_annotation(type(value), name), (*loc, name)
+            )
+        return
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *meta = typing.get_args(annotation)
+        kinds = [m.kind for m in meta if isinstance(m, Marked)]
+        if kinds and isinstance(value, str):
+            yield loc, kinds[0], value
+            return
+        yield from marked_values(value, base, loc)
+    elif origin in (typing.Union, types.UnionType):
+        member = _pick_member(annotation, value)
+        if member is not None:
+            yield from marked_values(value, member, loc)
+    elif isinstance(value, dict) and origin is dict:
+        for key, item in value.items():
+            yield from marked_values(item, typing.get_args(annotation)[1], (*loc, key))
+    elif isinstance(value, list | tuple) and origin in (list, tuple):
+        item_type = typing.get_args(annotation)[0]
+        for i, item in enumerate(value):
+            yield from marked_values(item, item_type, (*loc, i))
+
+
+class FlowChecker:
+    """Checks one parsed flow against the set of known flow ids."""
+
+    def __init__(self, parsed: ParsedFlow, known_flows: dict[str, ParsedFlow]) -> None:
+        self.parsed = parsed
+        self.known = known_flows
+        assert parsed.document is not None
+        self.doc = parsed.document
+        self.nodes: dict[str, NodeBase] = {}
+        self.locs: dict[str, Loc] = {}
+
+    def run(self) -> None:
+        self._index()
+        self._references()
+        self._outcomes()
+        self._reachability()
+        self._loops()
+        self._menus()
+        self._subflow_outcomes()
+
+    def _index(self) -> None:
+        raw = self.parsed.marks.data["nodes"] if self.parsed.marks else []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(raw):
+            node_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(node_id, str) and node_id in seen:
+                self.parsed.report(("nodes", i, "id"), "duplicate-node-id",
+                                   f"duplicate node id {node_id!r} (first at nodes[{seen[node_id]}])")
+            elif isinstance(node_id, str):
+                seen[node_id] = i
+        for node in self.parsed.nodes:
+            if node.id not in self.nodes:
+                self.nodes[node.id] = node
+                self.locs[node.id] = self.parsed.node_locs[node.id]
+
+    def _raw_ids(self) -> set[str]:
+        """Ids of nodes that failed schema validation still count as existing targets."""
+        raw = self.parsed.marks.data.get("nodes", []) if self.parsed.marks else []
+        return {n["id"] for n in raw if isinstance(n, dict) and isinstance(n.get("id"), str)}
+
+    def _all_marked(self) -> Iterator[tuple[Loc, MarkKind, str]]:
+        for name in type(self.doc).model_fields:
+            if name != "nodes":
+                yield from marked_values(getattr(self.doc, name), _field_annotation(type(self.doc), name),
+                                         (name,))
+        for node in self.nodes.values():
+            yield from marked_values(node, type(node), self.locs[node.id])
+
+    def _references(self) -> None:
+        report = self.parsed.report
+        for loc, kind, value in self._all_marked():
+            if kind == "node_ref" and value not in self.nodes and value not in self._raw_ids():
+                report(loc, "missing-target", f"target {value!r} is not a node in this flow")
+            elif kind == "prompt_id" and value not in self.doc.prompts:
+                report(loc, "unknown-prompt", f"unknown prompt id {value!r}")
+            elif kind == "prompt_file" and "{{" not in value:
+                if not (self.parsed.path.parent / value).is_file():
+                    report(loc, "missing-prompt-file", f"prompt file {value!r} does not exist")
+            elif kind == "schedule_ref" and value not in self.doc.schedules:
+                report(loc, "unknown-schedule", f"unknown schedule {value!r}")
+            elif kind == "flow_ref" and value not in self.known:
+                report(loc, "unknown-subflow", f"unknown subflow id {value!r}")
+            elif kind in ("expr", "template"):
+                try:
+                    compile_expression(value) if kind == "expr" else check_template(value)
+                except ExpressionError as exc:
+                    report(loc, "bad-expression", f"bad expression: {exc.message}", offset=exc.offset)
+
+    def _outcomes(self) -> None:
+        defaults = self.doc.outcome_defaults
+        for node in self.nodes.values():
+            rules = node.outcome_rules(self.doc.input_defaults)
+            routed = {outcome: loc for outcome, _, loc in node.routes()}
+            loc = self.locs[node.id]
+            for outcome, route_loc in routed.items():
+                if outcome not in rules:
+                    where = (*loc, *route_loc)
+                    if outcome == "next" and isinstance(node.next, str):
+                        names = ", ".join(rules)
+                        self.parsed.report(where, "unknown-outcome",
+                                           f"{node.type} node {node.id!r} has outcomes ({names}); "
+                                           "map them with next: {outcome: node}")
+                    else:
+                        self.parsed.report(where, "unknown-outcome", f"{node.type} node {node.id!r} has no "
+                                           f"outcome {outcome!r} (known: {', '.join(rules) or 'none'})",
+                                           key=True)
+            if node.terminal:
+                continue
+            for outcome, rule in rules.items():
+                if rule != REQUIRED or outcome in routed or outcome in defaults:
+                    continue
+                if outcome == "next":
+                    self.parsed.report(loc, "dead-end", f"{node.type} node {node.id!r} leads nowhere: "
+                                       "add next: <node id>")
+                else:
+                    self.parsed.report(loc, "unhandled-outcome",
+                                       f"{node.type} node {node.id!r} does not handle outcome {outcome!r}")
+
+    def _edges(self, node: NodeBase) -> list[str]:
+        return [target for _, target, _ in node.routes() if target in self.nodes]
+
+    def _reachability(self) -> None:
+        roots = [self.doc.flow.entry, *filter(None, [self.doc.on_error]), *self.doc.outcome_defaults.values()]
+        seen: set[str] = set()
+        stack = [r for r in roots if r in self.nodes]
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            node = self.nodes[node_id]
+            stack.extend(self._edges(node))
+            stack.extend(t for t, _ in node.static_targets() if t in self.nodes)
+        for node_id, loc in self.locs.items():
+            if node_id not in seen:
+                self.parsed.report(loc, "unreachable", f"node {node_id!r} is unreachable", "warning")
+
+    def _loops(self) -> None:
+        """Cycles that neither wait for the caller nor pass a ``goto`` with ``max_visits``."""
+        def guard(node: NodeBase) -> bool:
+            return node.waits_for_caller or (isinstance(node, GotoNode) and node.max_visits is not None)
+
+        graph = {nid: [t for t in self._edges(n) if not guard(self.nodes[t])]
+                 for nid, n in self.nodes.items() if not guard(n)}
+        for component in _strongly_connected(graph):
+            if len(component) == 1 and component[0] not in graph.get(component[0], []):
+                continue
+            ordered = sorted(component, key=lambda nid: self.locs[nid])
+            culprit = next((nid for nid in ordered if isinstance(self.nodes[nid], GotoNode)), ordered[0])
+            cycle = " -> ".join(ordered)
+            self.parsed.report(self.locs[culprit], "unguarded-loop",
+                               f"unguarded loop ({cycle}): add max_visits to a goto or pass an input node")
+
+    def _menus(self) -> None:
+        for node in self.nodes.values():
+            if not isinstance(node, InputNode):
+                continue
+            policy = InputPolicy.resolve(node, self.doc.input_defaults)
+            if not isinstance(node, MenuNode):
+                continue
+            seen: dict[str, int] = {}
+            for i, option in enumerate(node.options):
+                loc = (*self.locs[node.id], "options", i, "key")
+                if option.key in seen:
+                    self.parsed.report(loc, "duplicate-dtmf-key",
+                                       f"menu {node.id!r}: key {option.key!r} is already used by option "
+                                       f"{seen[option.key]}")
+                seen.setdefault(option.key, i)
+                for special, what in ((policy.repeat_key, "repeat"), (policy.zero_out_key, "zero-out")):
+                    if option.key == special:
+                        self.parsed.report(loc, "duplicate-dtmf-key",
+                                           f"menu {node.id!r}: key {option.key!r} shadows the {what} key",
+                                           "warning")
+
+    def _subflow_outcomes(self) -> None:
+        for node in self.nodes.values():
+            if not isinstance(node, SubflowNode) or node.flow not in self.known:
+                continue
+            child = self.known[node.flow]
+            returned = sorted({n.outcome for n in child.nodes if isinstance(n, ReturnNode)})
+            routed = {outcome for outcome, _, _ in node.routes()}
+            for outcome in returned:
+                if outcome not in routed and outcome not in self.doc.outcome_defaults:
+                    self.parsed.report(self.locs[node.id], "unhandled-outcome",
+                                       f"subflow node {node.id!r} does not handle outcome {outcome!r} "
+                                       f"returned by flow {node.flow!r}")
+
+
+def _strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative so deep flows cannot hit the recursion limit."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, child_i = work.pop()
+            if child_i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            children = graph.get(node, [])
+            if child_i < len(children):
+                work.append((node, child_i + 1))
+                child = children[child_i]
+                if child not in index:
+                    work.append((child, 0))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                out.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return out
+
+
+def check_flows(parsed: list[ParsedFlow]) -> None:
+    """Run semantic checks across a set of parsed files, appending to each file's problems."""
+    known: dict[str, ParsedFlow] = {}
+    for item in parsed:
+        item.problems = list(item.parse_problems)
+    for item in parsed:
+        if item.document is None:
+            continue
+        flow_id = item.document.flow.id
+        if flow_id in known:
+            item.report(("flow", "id"), "duplicate-flow-id",
+                        f"flow id {flow_id!r} is also defined in {known[flow_id].path}")
+            continue
+        known[flow_id] = item
+    for item in parsed:
+        if item.document is not None:
+            FlowChecker(item, known).run()
+        item.problems.sort(key=lambda p: (p.line, p.column))
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, directories as their ``*.yaml``/``*.yml`` files."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+        else:
+            out.append(path)
+    return out
+
+
+def parse_paths(paths: Iterable[str | Path]) -> list[ParsedFlow]:
+    parsed = [parse_file(path) for path in expand_paths(paths)]
+    check_flows(parsed)
+    return parsed
+
+
+def validate_paths(paths: Iterable[str | Path]) -> list[Problem]:
+    """Every problem in the given flow files (and directories), subflow ids resolved across them all."""
+    return [problem for item in parse_paths(paths) for problem in item.problems]
