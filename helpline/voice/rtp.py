@@ -1,0 +1,408 @@
+"""One call's RTP stream: a UDP socket, symmetric-RTP latching, playback, DTMF and supervision.
+
+The session does no timing of its own. ``MediaEngine``'s single ticker calls ``_send_frame`` on every
+active session once per 20 ms frame, so a thousand calls cost one timer, not a thousand tasks.
+
+Symmetric RTP and RTP bleed: until a packet arrives we send to the address in the peer's SDP. The
+first valid RTP packet (our payload type or telephone-event) latches the session to its source, and
+opens a learn window (``learn_window`` seconds) during which only a packet from the exact SDP address
+may take the latch over (the signalled address outranks a guess). After the window the latch is
+locked: packets from any other source are dropped and counted in ``foreign_packets``, and nothing is
+ever sent to them. Only ``update()`` (a signalled re-INVITE) starts learning again.
+
+DTMF flow, so the IVR sees every digit exactly once: RFC 4733 digits go to ``on_dtmf(digit, "rtp")``
+and nowhere else. ``play(..., barge_in=True)`` consumes nothing: when a digit is reported it only stops
+the playback and returns that same digit, for information. A digit learned elsewhere (SIP INFO) is
+delivered by the caller to its own buffer, and ``barge(digit)`` stops the playback the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from helpline.logs import current_call_id
+from helpline.voice.dtmf import DtmfReceiver, dtmf_payloads, is_dtmf_digit
+from helpline.voice.g711 import FRAME_SAMPLES, G711Codec, codec_by_name
+from helpline.voice.prompts import PromptAudio
+from helpline.voice.sdp import Negotiated
+
+if TYPE_CHECKING:
+    from helpline.voice.engine import MediaEngine
+
+log = logging.getLogger(__name__)
+
+RTP_VERSION = 2
+RTP_HEADER = struct.Struct("!BBHII")
+_V2 = RTP_VERSION << 6
+_MARKER = 0x80
+_COMFORT_NOISE_PT = 13
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPacket:
+    """A parsed RTP packet (CSRCs, header extension and padding stripped)."""
+
+    payload_type: int
+    marker: bool
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+
+
+def build_rtp_packet(payload_type: int, sequence: int, timestamp: int, ssrc: int, payload: bytes,
+                     *, marker: bool = False) -> bytes:
+    """One RTP packet with a plain 12-byte header."""
+    return RTP_HEADER.pack(_V2, payload_type | (_MARKER if marker else 0), sequence & 0xFFFF,
+                           timestamp & 0xFFFFFFFF, ssrc) + payload
+
+
+def parse_rtp_packet(data: bytes) -> RtpPacket | None:
+    """Parse an RTP packet; ``None`` if it is not well-formed RTP version 2."""
+    if len(data) < RTP_HEADER.size or data[0] >> 6 != RTP_VERSION:
+        return None
+    first, second, sequence, timestamp, ssrc = RTP_HEADER.unpack_from(data)
+    offset = RTP_HEADER.size + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension: 4-byte header then length in 32-bit words
+        if len(data) < offset + 4:
+            return None
+        offset += 4 + 4 * int.from_bytes(data[offset + 2:offset + 4], "big")
+    end = len(data)
+    if first & 0x20:  # padding: the last byte says how much
+        end -= data[-1]
+    if offset > end:
+        return None
+    return RtpPacket(second & 0x7F, bool(second & _MARKER), sequence, timestamp, ssrc, data[offset:end])
+
+
+@dataclass(frozen=True, slots=True)
+class RtpStats:
+    """Counters of one session, as a snapshot."""
+
+    packets_sent: int
+    bytes_sent: int
+    packets_received: int
+    bytes_received: int
+    foreign_packets: int
+    invalid_packets: int
+    dtmf_digits: int
+    late_ticks: int
+    latched: tuple[str, int] | None
+
+
+class RtpSession(asyncio.DatagramProtocol):
+    """One call leg's media. Made by ``MediaEngine.open_session``; see the module doc for the rules."""
+
+    def __init__(self, engine: MediaEngine, call_id: str, local_port: int, *, learn_window: float,
+                 media_timeout: float) -> None:
+        self.call_id = call_id
+        self.local_port = local_port
+        self.learn_window = learn_window
+        self.media_timeout = media_timeout
+        self.on_dtmf: Callable[[str, str], None] = _ignore_dtmf
+        self.on_timeout: Callable[[], None] = _ignore_timeout
+        self.on_audio: Callable[[bytes], None] | None = None  # decoded 8 kHz PCM16 of inbound frames
+        self.negotiated: Negotiated | None = None
+        self._engine = engine
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed = False
+        # send path
+        self._codec: G711Codec | None = None
+        self._pt = 0
+        self._te_pt = -1
+        self._ssrc = random.getrandbits(32)
+        self._seq = random.getrandbits(16)
+        self._ts = random.getrandbits(32)
+        self._dest: tuple[str, int] | None = None
+        self._sending = False
+        self._silence = b""
+        self._frames: tuple[bytes, ...] | None = None
+        self._audio: PromptAudio | None = None
+        self._pos = 0
+        self._marker = True
+        self._playback: asyncio.Future[str | None] | None = None
+        self._barge_in = False
+        self._dtmf_out: deque[tuple[bytes, bool]] = deque()
+        self._dtmf_ts = 0
+        self._dtmf_done: asyncio.Future[None] | None = None
+        # receive path
+        self._sdp_remote: tuple[str, int] | None = None
+        self._peer: tuple[str, int] | None = None
+        self._learn_until = 0.0
+        self._dtmf_in = DtmfReceiver(self._digit_received)
+        self._expect_media = False
+        self._timed_out = False
+        self._rx_seen = 0
+        self._rx_changed_at = 0.0
+        # counters
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.packets_received = 0
+        self.bytes_received = 0
+        self.foreign_packets = 0
+        self.invalid_packets = 0
+        self.dtmf_digits = 0
+        self._late_ticks_base = 0
+
+    # ---- asyncio protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer that is not listening yet; the stream goes on regardless.
+        log.debug("rtp socket error on port %d: %s", self.local_port, exc, extra={"call_id": self.call_id})
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.warning("rtp socket on port %d lost: %s", self.local_port, exc,
+                        extra={"call_id": self.call_id})
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr != self._peer and not self._learn(data, addr):
+            return
+        if len(data) < 12:
+            self.invalid_packets += 1
+            return
+        if data[1] & 0x7F == self._te_pt:
+            packet = parse_rtp_packet(data)
+            if packet is not None:
+                self._dtmf_in.feed(packet.timestamp, packet.payload)
+            return
+        self.packets_received += 1
+        self.bytes_received += len(data)
+        on_audio = self.on_audio
+        if on_audio is not None and data[1] & 0x7F == self._pt and self._codec is not None:
+            packet = parse_rtp_packet(data)
+            if packet is not None:
+                on_audio(self._codec.decode(packet.payload))
+
+    def _learn(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Whether a packet from an unlatched source may (re)latch the session."""
+        if (self.negotiated is None or len(data) < 12 or data[0] >> 6 != RTP_VERSION
+                or (data[1] & 0x7F) not in (self._pt, self._te_pt, _COMFORT_NOISE_PT)):
+            self.foreign_packets += 1
+            return False
+        if self._peer is None:
+            self._learn_until = time.monotonic() + self.learn_window
+        elif addr[:2] != self._sdp_remote or time.monotonic() >= self._learn_until:
+            self.foreign_packets += 1
+            if self.foreign_packets in (1, 100, 10000):
+                log.warning("dropping RTP from %s:%d, session latched to %s:%d (%d dropped)",
+                            addr[0], addr[1], self._peer[0], self._peer[1], self.foreign_packets,
+                            extra={"call_id": self.call_id})
+            return False
+        log.info("rtp latched to %s:%d (sdp said %s)", addr[0], addr[1], self._sdp_remote,
+                 extra={"call_id": self.call_id})
+        self._peer = addr
+        if self._sending:
+            self._dest = addr
+        return True
+
+    # ---- signalling -------------------------------------------------------------------------------
+    def start(self, negotiated: Negotiated) -> None:
+        """Begin the stream the answer describes (silence until something plays)."""
+        if self._closed:
+            raise RuntimeError(f"RTP session {self.call_id} on port {self.local_port} is closed")
+        self._apply(negotiated)
+        self._engine._activate(self)
+
+    def update(self, negotiated: Negotiated) -> None:
+        """Apply a re-INVITE's outcome: new address, codec or direction (hold), and learn again."""
+        if self._closed:
+            return
+        self._apply(negotiated)
+
+    def _apply(self, negotiated: Negotiated) -> None:
+        self.negotiated = negotiated
+        codec = codec_by_name(negotiated.codec)
+        if codec is not self._codec:
+            self._codec = codec
+            self._silence = codec.silence_frame
+            if self._frames is not None and self._audio is not None:
+                self._frames = self._audio.frames(codec.name)  # same frame grid, other encoding
+        self._pt = negotiated.payload_type
+        self._te_pt = negotiated.telephone_event_pt if negotiated.telephone_event_pt is not None else -1
+        self._sdp_remote = negotiated.remote
+        self._peer = None
+        self._sending = negotiated.sends
+        self._dest = negotiated.remote if negotiated.sends else None
+        self._expect_media = negotiated.receives
+        self._timed_out = False
+        self._rx_seen = self.packets_received
+        self._rx_changed_at = time.monotonic()
+        self._marker = True
+
+    # ---- playback ---------------------------------------------------------------------------------
+    async def play(self, audio: PromptAudio, *, barge_in: bool = True) -> str | None:
+        """Play ``audio``; returns ``None`` when it ends (or is stopped), or the digit that cut it.
+
+        The digit is returned for information only: it has already gone to ``on_dtmf``.
+        """
+        if self._closed:
+            return None
+        if self._codec is None:
+            raise RuntimeError(f"RTP session {self.call_id}: play() before start()")
+        self._finish_playback(None)
+        frames = audio.frames(self._codec.name)
+        if not frames:
+            return None
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._frames, self._audio, self._pos, self._marker = frames, audio, 0, True
+        self._playback, self._barge_in = future, barge_in
+        try:
+            return await future
+        finally:
+            if self._playback is future:  # cancelled while playing
+                self._finish_playback(None)
+
+    def stop_playback(self) -> None:
+        """Stop whatever plays; its ``play()`` returns ``None``."""
+        self._finish_playback(None)
+
+    def barge(self, digit: str) -> bool:
+        """A digit arrived another way (SIP INFO): cut a barge-in playback. True if one was cut."""
+        if self._playback is not None and self._barge_in:
+            self._finish_playback(digit)
+            return True
+        return False
+
+    def _finish_playback(self, result: str | None) -> None:
+        future = self._playback
+        self._frames = None
+        self._audio = None
+        self._playback = None
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    @property
+    def playing(self) -> bool:
+        """Whether a prompt is playing."""
+        return self._playback is not None
+
+    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
+        """Send ``digits`` as RFC 4733 events in the outgoing stream (for tests and outbound legs)."""
+        if self._te_pt < 0:
+            raise RuntimeError(f"RTP session {self.call_id}: no telephone-event payload type negotiated")
+        bad = [d for d in digits if not is_dtmf_digit(d)]
+        if bad:
+            raise ValueError(f"not DTMF digits: {''.join(bad)!r}")
+        gap = [(b"", False)] * max(1, gap_ms // 20)
+        for digit in digits:
+            self._dtmf_out.extend(dtmf_payloads(digit, duration_ms))
+            self._dtmf_out.extend(gap)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._dtmf_done = done
+        await done
+
+    # ---- engine hooks -----------------------------------------------------------------------------
+    def _send_frame(self) -> None:
+        """One 20 ms frame: the next prompt frame, a DTMF event packet, or silence."""
+        frames = self._frames
+        if frames is not None:
+            payload = frames[self._pos]
+            self._pos += 1
+            if self._pos >= len(frames):
+                self._finish_playback(None)
+        else:
+            payload = self._silence
+        pt = self._pt
+        ts = self._ts
+        if self._dtmf_out:
+            event, first = self._dtmf_out.popleft()
+            if event:
+                payload, pt = event, self._te_pt
+                if first:
+                    self._dtmf_ts = ts
+                ts = self._dtmf_ts
+                self._marker = first
+            else:
+                self._marker = True  # audio after an event starts a new talkspurt
+            if not self._dtmf_out and self._dtmf_done is not None:
+                if not self._dtmf_done.done():
+                    self._dtmf_done.set_result(None)
+                self._dtmf_done = None
+        dest = self._dest
+        if dest is not None and self._transport is not None:
+            if self._marker:
+                pt |= _MARKER
+                self._marker = False
+            packet = RTP_HEADER.pack(_V2, pt, self._seq, ts, self._ssrc) + payload
+            self._transport.sendto(packet, dest)
+            self._seq = (self._seq + 1) & 0xFFFF
+            self.packets_sent += 1
+            self.bytes_sent += len(packet)
+        self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+
+    def _check_timeout(self, now: float) -> None:
+        if not self._expect_media or self._timed_out:
+            return
+        if self.packets_received != self._rx_seen:
+            self._rx_seen = self.packets_received
+            self._rx_changed_at = now
+        elif now - self._rx_changed_at >= self.media_timeout:
+            self._timed_out = True
+            log.info("no RTP for %.1f s on port %d", now - self._rx_changed_at, self.local_port,
+                     extra={"call_id": self.call_id})
+            try:
+                self.on_timeout()
+            except Exception:
+                log.exception("on_timeout handler failed", extra={"call_id": self.call_id})
+
+    def _digit_received(self, digit: str, duration_ms: int) -> None:
+        self.dtmf_digits += 1
+        token = current_call_id.set(self.call_id)
+        try:
+            log.info("dtmf %s (%d ms) over rtp", digit, duration_ms)
+            self.on_dtmf(digit, "rtp")
+        except Exception:
+            log.exception("on_dtmf handler failed for digit %s", digit)
+        finally:
+            current_call_id.reset(token)
+        if self._playback is not None and self._barge_in:
+            self._finish_playback(digit)
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    @property
+    def stats(self) -> RtpStats:
+        """A snapshot of this session's counters."""
+        return RtpStats(
+            packets_sent=self.packets_sent, bytes_sent=self.bytes_sent,
+            packets_received=self.packets_received, bytes_received=self.bytes_received,
+            foreign_packets=self.foreign_packets, invalid_packets=self.invalid_packets,
+            dtmf_digits=self.dtmf_digits, late_ticks=self._engine.late_ticks - self._late_ticks_base,
+            latched=self._peer,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` ran."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop sending, end any playback and release the port. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finish_playback(None)
+        if self._dtmf_done is not None and not self._dtmf_done.done():
+            self._dtmf_done.set_result(None)
+        self._dtmf_out.clear()
+        self._engine._release(self)
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _ignore_dtmf(digit: str, source: str) -> None:
+    log.warning("dtmf %s from %s with no on_dtmf handler set", digit, source)
+
+
+def _ignore_timeout() -> None:
+    log.warning("media timeout with no on_timeout handler set")

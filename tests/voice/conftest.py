@@ -1,0 +1,148 @@
+"""Fixtures for the media engine tests: an engine on 127.0.0.1, raw UDP peers, the RTP probe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+import helpline
+from helpline.voice import MediaEngine, PromptCache
+
+REPO_ROOT = Path(helpline.__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every async test here runs on the default loop and on uvloop (unless its marker picks one)."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+_port_base = [30000]
+
+
+def _next_range(size: int = 200) -> tuple[int, int]:
+    low = _port_base[0]
+    _port_base[0] = low + size if low + size < 60000 else 30000
+    return low, low + size - 1
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[MediaEngine]:
+    """An engine with short supervision times so timeouts and learning are testable."""
+    low, high = _next_range()
+    prompts = PromptCache(tmp_path / "prompts")
+    media = MediaEngine(HOST, low, high, prompts, media_timeout=0.6, learn_window=0.4)
+    yield media
+    await media.close()
+
+
+def offer(port: int, formats: str = "0 8 101", *, extra: str = "", direction: str = "sendrecv",
+          address: str = HOST) -> bytes:
+    """A caller's SDP offer, written out by hand (independent of the builder under test)."""
+    lines = [
+        "v=0", f"o=caller 1 1 IN IP4 {address}", "s=-", f"c=IN IP4 {address}", "t=0 0",
+        f"m=audio {port} RTP/AVP {formats}", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16", f"a={direction}",
+    ]
+    if extra:
+        lines.append(extra)
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def rtp(pt: int, seq: int, ts: int, payload: bytes, *, ssrc: int = 0x1234, marker: bool = False) -> bytes:
+    """An RTP packet built by hand."""
+    header = struct.pack("!BBHII", 0x80, pt | (0x80 if marker else 0), seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+    return header + payload
+
+
+@dataclass
+class Peer(asyncio.DatagramProtocol):
+    """A raw UDP endpoint standing in for the caller's phone: records (arrival, source, data)."""
+
+    received: list[tuple[float, tuple[str, int], bytes]] = field(default_factory=list)
+    transport: asyncio.DatagramTransport | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append((time.monotonic(), addr, data))
+        self.arrived.set()
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def send(self, data: bytes, port: int) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, (HOST, port))
+
+    async def wait_packets(self, count: int, within: float = 3.0) -> None:
+        async with asyncio.timeout(within):
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+@pytest.fixture
+async def make_peer() -> AsyncIterator[Callable[[], Any]]:
+    """Factory of ``Peer`` endpoints on ephemeral ports, closed after the test."""
+    peers: list[Peer] = []
+
+    async def make() -> Peer:
+        _, peer = await asyncio.get_running_loop().create_datagram_endpoint(Peer, local_addr=(HOST, 0))
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.close()
+
+
+ProbeRun = tuple[list[int], "asyncio.Future[dict[str, Any]]"]
+
+
+@asynccontextmanager
+async def run_probe(count: int, duration: float) -> AsyncIterator[ProbeRun]:
+    """Start ``python -m helpline.voice.probe`` in another process; yields its ports and its result."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "helpline.voice.probe", "--host", HOST, "--count", str(count),
+        "--duration", str(duration), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+        limit=1 << 24,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        async with asyncio.timeout(10):
+            ports = json.loads(await proc.stdout.readline())["ports"]
+
+        async def result() -> dict[str, Any]:
+            assert proc.stdout is not None
+            async with asyncio.timeout(duration + 10):
+                line = await proc.stdout.readline()
+            return dict(json.loads(line))
+
+        yield ports, asyncio.ensure_future(result())
+    finally:
+        if proc.returncode is None:
+            proc.stdin.close()
+            async with asyncio.timeout(duration + 10):
+                await proc.wait()
