@@ -1,0 +1,353 @@
+"""UDP and TCP transports for the edge, extending aiosipua's.
+
+What the base transports lack and these add:
+
+- UDP: aiosipua's protocol asserts ``isinstance(transport, asyncio.DatagramTransport)``, which is
+  false for uvloop's UDP transport (nothing is ever received). Ours does not.
+- Both: a message that fails to parse is reported to the edge (security event, 400 when it can be
+  routed) instead of only logged.
+- Both: the last response to each server transaction is remembered (:class:`ReplyMemory`), so a
+  retransmitted request is answered with the same response instead of being processed again, and
+  over UDP a final non-2xx answer to an INVITE is retransmitted until the ACK (RFC 3261 Timer G).
+- TCP: a response goes back on the connection its request came in on (RFC 3261 §18.2.2), not to the
+  Via sent-by port, and a garbage Content-Length (lost framing) is reported and closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiosipua.message import SipMessage, SipRequest, SipResponse
+from aiosipua.transport import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    TcpSipTransport,
+    UdpSipTransport,
+    _stamp_via_received,
+)
+
+logger = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+_MAX_TCP_ROUTES = 8192
+_Key = tuple[str, str, str]
+
+
+class TransportHooks(Protocol):
+    """Where a transport reports bytes it could not turn into a SIP message."""
+
+    def on_unparseable(self, transport: EdgeTransport, data: bytes, addr: Addr, reason: str) -> None: ...
+
+
+def _top_branch(message: SipMessage) -> str | None:
+    vias = message.headers.get("via")
+    if not vias:
+        return None
+    for part in vias[0].split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "branch" and value:
+            return value
+    return None
+
+
+def _cseq_method(message: SipMessage) -> str:
+    raw = message.headers.get_first("cseq") or ""
+    parts = raw.split()
+    return parts[1].upper() if len(parts) == 2 else ""
+
+
+@dataclass
+class _Remembered:
+    response: SipResponse | None
+    at: float
+    final: bool
+    timer_g: asyncio.Task[None] | None = None
+
+
+class ReplyMemory:
+    """The last response per server transaction, keyed by (branch, method, Call-ID).
+
+    A ``None`` response marks a request we chose to drop silently, so its retransmissions stay
+    unanswered without being reported again.
+    """
+
+    def __init__(self, t1: float, *, retransmit_finals: bool) -> None:
+        self._t1 = t1
+        self._retransmit_finals = retransmit_finals
+        self._entries: dict[_Key, _Remembered] = {}
+        self._last_prune = time.monotonic()
+
+    @staticmethod
+    def _request_key(request: SipRequest, method: str) -> _Key | None:
+        branch = _top_branch(request)
+        return (branch, method, request.call_id or "") if branch else None
+
+    def replay(self, request: SipRequest, send: Callable[[SipResponse], None]) -> bool:
+        """Handle ``request`` if it retransmits a known transaction; True when it was absorbed.
+
+        An ACK stops Timer G for the INVITE it acknowledges and is still passed on.
+        """
+        method = request.method.upper()
+        if method == "ACK":
+            key = self._request_key(request, "INVITE")
+            entry = self._entries.get(key) if key else None
+            if entry is not None and entry.timer_g is not None:
+                entry.timer_g.cancel()
+                entry.timer_g = None
+            return False
+        key = self._request_key(request, method)
+        entry = self._entries.get(key) if key else None
+        if entry is None:
+            return False
+        if entry.response is not None:
+            send(entry.response)
+        return True
+
+    def drop(self, request: SipRequest) -> None:
+        """Remember that ``request`` was dropped, so its retransmissions are dropped quietly."""
+        key = self._request_key(request, request.method.upper())
+        if key is not None:
+            self._entries[key] = _Remembered(None, time.monotonic(), True)
+            self._prune()
+
+    def remember(self, response: SipResponse, send: Callable[[SipResponse], None]) -> None:
+        """Record a response about to be sent; start Timer G for a final non-2xx INVITE answer."""
+        branch = _top_branch(response)
+        if not branch:
+            return
+        method = _cseq_method(response)
+        key = (branch, method, response.call_id or "")
+        old = self._entries.get(key)
+        if old is not None and old.timer_g is not None:
+            old.timer_g.cancel()
+        entry = _Remembered(response, time.monotonic(), response.status_code >= 200)
+        self._entries[key] = entry
+        if self._retransmit_finals and method == "INVITE" and response.status_code >= 300:
+            entry.timer_g = asyncio.get_running_loop().create_task(self._timer_g(entry, send))
+        self._prune()
+
+    async def _timer_g(self, entry: _Remembered, send: Callable[[SipResponse], None]) -> None:
+        interval, waited = self._t1, 0.0
+        while waited < 64 * self._t1 and entry.response is not None:
+            await asyncio.sleep(interval)
+            waited += interval
+            send(entry.response)
+            interval = min(interval * 2, 8 * self._t1)
+        entry.timer_g = None
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < 1.0:
+            return
+        self._last_prune = now
+        final_linger, provisional_linger = 64 * self._t1, 300.0
+        for key in [
+            k
+            for k, e in self._entries.items()
+            if now - e.at > (final_linger if e.final else provisional_linger) and e.timer_g is None
+        ]:
+            del self._entries[key]
+
+    def close(self) -> None:
+        for entry in self._entries.values():
+            if entry.timer_g is not None:
+                entry.timer_g.cancel()
+        self._entries.clear()
+
+
+def _dispatch_parsed(transport: Any, data: bytes, addr: Addr, hooks: TransportHooks | None) -> None:
+    """Parse ``data`` and hand it on; report parse failures and absorb retransmissions."""
+    try:
+        message = SipMessage.parse(data)
+        if isinstance(message, SipRequest):
+            _stamp_via_received(message, addr)
+    except Exception as exc:
+        logger.warning("unparseable SIP message from %s:%s over %s: %s", *addr, transport.name, exc)
+        if hooks is not None:
+            hooks.on_unparseable(transport, data, addr, f"unparseable message: {exc}")
+        return
+    if isinstance(message, SipRequest):
+        if transport.name == "tcp":
+            transport.note_request(message, addr)
+        if transport.replies.replay(message, transport.send_reply):
+            return
+    if transport.on_message is None:
+        return
+    try:
+        transport.on_message(message, addr)
+    except Exception:
+        logger.exception(
+            "error handling SIP message from %s:%s", *addr, extra={"sip_call_id": message.call_id}
+        )
+
+
+class _EdgeDatagramProtocol(asyncio.DatagramProtocol):
+    """Datagram protocol that accepts any loop's UDP transport (uvloop's included)."""
+
+    def __init__(self, owner: EdgeUdpTransport) -> None:
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._udp_transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        _dispatch_parsed(self._owner, data, (str(addr[0]), int(addr[1])), self._owner.hooks)
+
+    def error_received(self, exc: Exception) -> None:
+        logger.warning("UDP socket error: %s", exc)
+
+
+@dataclass
+class EdgeUdpTransport(UdpSipTransport):
+    """UDP transport that works under uvloop and reports what it cannot parse."""
+
+    hooks: TransportHooks | None = field(default=None, repr=False)
+    t1: float = 0.5
+    name: str = field(default="udp", init=False)
+
+    def __post_init__(self) -> None:
+        self.replies = ReplyMemory(self.t1, retransmit_finals=True)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _EdgeDatagramProtocol(self), local_addr=self.local_addr
+        )
+        self._udp_transport = transport
+        bound = transport.get_extra_info("sockname")
+        self.local_addr = (str(bound[0]), int(bound[1]))
+
+    def send_reply(self, response: SipResponse) -> None:
+        self.replies.remember(response, super().send_reply)
+        super().send_reply(response)
+
+    async def stop(self) -> None:
+        self.replies.close()
+        await super().stop()
+
+
+class FramingError(ValueError):
+    """A TCP message whose length cannot be determined; the stream is lost after it."""
+
+    def __init__(self, reason: str, head: bytes) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.head = head
+
+
+async def read_framed_message(reader: asyncio.StreamReader) -> bytes | None:
+    """Read one SIP message from a stream by its Content-Length; None at EOF.
+
+    Blank lines between messages (CRLF keepalives, RFC 5626) are skipped.
+
+    Raises:
+        FramingError: The header section is too large, or Content-Length is not a non-negative
+            integer within the body cap.
+    """
+    head = bytearray()
+    while True:
+        line = await reader.readline()
+        if not line:
+            return None
+        if not head and line in (b"\r\n", b"\n"):
+            continue
+        head.extend(line)
+        if len(head) > MAX_HEADER_BYTES:
+            raise FramingError(f"header section over {MAX_HEADER_BYTES} bytes", bytes(head[:4096]))
+        if line in (b"\r\n", b"\n"):
+            break
+    length = 0
+    for raw_line in bytes(head).split(b"\n")[1:]:
+        name, sep, value = raw_line.partition(b":")
+        if sep and name.strip().lower() in (b"content-length", b"l"):
+            text = value.strip().decode("latin-1")
+            if not text.isdigit():
+                raise FramingError(f"bad Content-Length {text!r}", bytes(head))
+            length = int(text)
+            break
+    if length > MAX_BODY_BYTES:
+        raise FramingError(f"Content-Length {length} over {MAX_BODY_BYTES}", bytes(head))
+    if length:
+        return bytes(head) + await reader.readexactly(length)
+    return bytes(head)
+
+
+@dataclass
+class EdgeTcpTransport(TcpSipTransport):
+    """TCP transport answering on the request's own connection and reporting broken framing."""
+
+    hooks: TransportHooks | None = field(default=None, repr=False)
+    t1: float = 0.5
+    name: str = field(default="tcp", init=False)
+    _routes: dict[str, Addr] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.replies = ReplyMemory(self.t1, retransmit_finals=False)
+
+    async def start(self) -> None:
+        await super().start()
+        assert self._server is not None
+        bound = self._server.sockets[0].getsockname()
+        self.local_addr = (str(bound[0]), int(bound[1]))
+
+    def note_request(self, request: SipRequest, addr: Addr) -> None:
+        """Remember which connection a request arrived on, for its responses."""
+        branch = _top_branch(request)
+        if branch:
+            self._routes[branch] = addr
+            if len(self._routes) > _MAX_TCP_ROUTES:
+                del self._routes[next(iter(self._routes))]
+
+    def send_reply(self, response: SipResponse) -> None:
+        self.replies.remember(response, self.send_reply_once)
+        self.send_reply_once(response)
+
+    def send_reply_once(self, response: SipResponse) -> None:
+        branch = _top_branch(response)
+        conn = self._routes.get(branch) if branch else None
+        if conn is not None and conn in self._connections:
+            self.send(response, conn)
+        else:
+            super().send_reply(response)
+
+    def has_connection(self, addr: Addr) -> bool:
+        return addr in self._connections
+
+    async def _handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        addr = (str(peer[0]), int(peer[1])) if peer else ("0.0.0.0", 0)
+        self._connections[addr] = (reader, writer)
+        try:
+            while True:
+                data = await read_framed_message(reader)
+                if data is None:
+                    break
+                _dispatch_parsed(self, data, addr, self.hooks)
+        except FramingError as exc:
+            logger.warning("TCP framing lost from %s:%s: %s", *addr, exc.reason)
+            if self.hooks is not None:
+                self.hooks.on_unparseable(self, exc.head, addr, exc.reason)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._connections.pop(addr, None)
+            for branch in [b for b, a in self._routes.items() if a == addr]:
+                del self._routes[branch]
+            writer.close()
+            try:
+                async with asyncio.timeout(5):
+                    await writer.wait_closed()
+            except (ConnectionError, TimeoutError):
+                pass
+
+    async def stop(self) -> None:
+        self.replies.close()
+        await super().stop()
+
+
+EdgeTransport = EdgeUdpTransport | EdgeTcpTransport
