@@ -71,7 +71,7 @@ class TrunkBridge:
         t1 = self.settings.timer_t1
         try:
             for name in sorted(self.settings.transports, key=lambda n: n != "udp"):
-                local = (self.settings.listen_host, port)
+                local = (self.settings.host, port)
                 transport: EdgeUdpTransport | EdgeTcpTransport = (
                     EdgeUdpTransport(local_addr=local, hooks=self, t1=t1)
                     if name == "udp"
@@ -86,7 +86,7 @@ class TrunkBridge:
         except BaseException:
             await self.stop()
             raise
-        if self.settings.advertised_host is None and self.settings.listen_host in ("0.0.0.0", "::"):
+        if self.settings.advertised_host is None and self.settings.host in ("0.0.0.0", "::"):
             logger.warning("advertised_host is not set: Contact headers will carry a wildcard address")
         logger.info("SIP trunk edge listening", extra={"addresses": repr(self.local_addresses)})
 

@@ -30,7 +30,7 @@ class SipSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    listen_host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = Field(default=5060, ge=0, le=65535)
     transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
     advertised_host: str | None = None

@@ -112,7 +112,7 @@ def build_edge(
         await edge.behaviour(call)
 
     bridge = TrunkBridge(
-        settings or SipSettings(listen_host="127.0.0.1", port=0),
+        settings or SipSettings(host="127.0.0.1", port=0),
         trunks if trunks is not None else [trunk()],
         policy or EdgePolicy(blocked_countries=("+7", "+850")),
         on_call,

@@ -122,7 +122,7 @@ async def test_info_dtmf_reaches_on_dtmf(make_edge) -> None:
 
 async def test_session_timer_ends_a_call_whose_peer_never_refreshes(make_edge) -> None:
     settings = SipSettings(
-        listen_host="127.0.0.1", port=0, min_se=2, session_expires=2, allow_short_session_timers=True
+        host="127.0.0.1", port=0, min_se=2, session_expires=2, allow_short_session_timers=True
     )
     edge: Edge = await make_edge(settings=settings)
     result = await run_sipp(
@@ -134,7 +134,7 @@ async def test_session_timer_ends_a_call_whose_peer_never_refreshes(make_edge) -
 
 
 async def test_missing_ack_releases_the_call_with_bye(make_edge) -> None:
-    edge: Edge = await make_edge(settings=SipSettings(listen_host="127.0.0.1", port=0, timer_t1=0.1))
+    edge: Edge = await make_edge(settings=SipSettings(host="127.0.0.1", port=0, timer_t1=0.1))
     result = await run_sipp(
         SCENARIOS / "uac_no_ack.xml", edge.udp, service=DID_NATIONAL, keys={"caller": "2125550100"}
     )

@@ -48,7 +48,7 @@ async def test_non_trunk_source_is_dropped_silently(make_edge) -> None:
 
 
 async def test_non_trunk_source_gets_403_in_reject_mode(make_edge) -> None:
-    settings = SipSettings(listen_host="127.0.0.1", port=0, non_trunk_policy="reject")
+    settings = SipSettings(host="127.0.0.1", port=0, non_trunk_policy="reject")
     edge: Edge = await make_edge(settings=settings, trunks=[trunk(sources=("127.0.0.2/32",))])
     result = await run_sipp(SCENARIOS / "uac_refused_403.xml", edge.udp, service="9999", keys=CALLER)
     assert result.returncode == 0, result.explain()

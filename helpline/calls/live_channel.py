@@ -1,0 +1,126 @@
+"""The IVR's view of a live call: prompts go to RTP, digits come from RTP or SIP INFO.
+
+The interpreter is written against the abstract ``Channel``; this is the implementation that talks to a
+real caller. The simulator is the other one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from helpline.events import DomainEvent, EventBus
+from helpline.ivr.channel import EnqueueSpec, HttpPort
+from helpline.sbc_bridge import InboundCall
+from helpline.voice import PromptCache, RtpSession
+from helpline.voice.prompt_spec import PromptSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOLD = PromptSpec(tone_hz=(440.0,), duration_ms=400, label="hold-tone")
+HOLD_GAP = PromptSpec(duration_ms=3600, label="hold-gap")
+
+
+class LiveChannel:
+    """Connects one IVR run to one SIP leg and its RTP session."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        call: InboundCall,
+        rtp: RtpSession,
+        prompts: PromptCache,
+        bus: EventBus,
+        http: HttpPort,
+        on_hangup: Callable[[int | None], None],
+    ) -> None:
+        self.call_id = call_id
+        self.caller = call.caller
+        self.did = call.did
+        self.trunk = call.trunk
+        self.http = http
+        self._call = call
+        self._rtp = rtp
+        self._prompts = prompts
+        self._bus = bus
+        self._on_hangup = on_hangup
+        self._digits: asyncio.Queue[str] = asyncio.Queue()
+
+    # Input --------------------------------------------------------------------------------------
+
+    def push_digit(self, digit: str) -> None:
+        """Called by the call for every DTMF digit, whichever way it arrived."""
+        self._digits.put_nowait(digit)
+
+    async def next_digit(self, timeout: float) -> str | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._digits.get()
+        except TimeoutError:
+            return None
+
+    def flush_digits(self) -> None:
+        while not self._digits.empty():
+            self._digits.get_nowait()
+
+    # Output -------------------------------------------------------------------------------------
+
+    async def play(self, prompts: Sequence[PromptSpec], *, barge_in: bool) -> str | None:
+        """Play prompts in order; with barge-in, stop at the first digit and return it.
+
+        The digit stays in the input buffer: the caller of ``play`` reads it as the answer.
+        """
+        for spec in prompts:
+            if barge_in and not self._digits.empty():
+                return self._peek_digit()
+            audio = await self._prompts.get(spec)
+            cut = await self._rtp.play(audio, barge_in=barge_in)
+            if cut is not None and barge_in:
+                return cut
+        return None
+
+    def _peek_digit(self) -> str:
+        # asyncio.Queue has no peek; the underlying deque is stable API since 3.4.
+        return str(self._digits._queue[0])  # type: ignore[attr-defined]
+
+    async def pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def transfer(self, target: str, timeout: float) -> str:
+        """Blind transfer through the trunk with REFER; the outcome comes from its NOTIFYs."""
+        uri = target if target.startswith(("sip:", "sips:", "tel:")) else self._number_uri(target)
+        outcome = await self._call.refer(uri, timeout)
+        if outcome == "connected":
+            self._on_hangup(None)
+        return outcome
+
+    def _number_uri(self, number: str) -> str:
+        host, port = self._call.source
+        return f"sip:{number}@{host}:{port}"
+
+    async def enqueue(self, queue: str, spec: EnqueueSpec) -> str:
+        """Until agents exist, hold the caller with hold audio and end on the queue's timeout."""
+        hold = list(spec.hold_prompts) if spec.hold_prompts else [DEFAULT_HOLD, HOLD_GAP]
+        try:
+            async with asyncio.timeout(spec.timeout):
+                while True:
+                    for item in hold:
+                        audio = await self._prompts.get(item)
+                        await self._rtp.play(audio, barge_in=False)
+        except TimeoutError:
+            return "timeout"
+
+    async def hangup(self, sip_code: int | None = None) -> None:
+        self._on_hangup(sip_code)
+
+    # Context ------------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def emit(self, type: str, node_id: str | None, data: dict[str, Any]) -> None:
+        self._bus.publish(DomainEvent.now(type, self.call_id, data, node_id=node_id))

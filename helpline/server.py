@@ -1,0 +1,165 @@
+"""The composition root: builds every part from the settings, wires them, runs until told to stop.
+
+Nothing else in Helpline constructs long-lived parts, so this is the one place to read to see how a call
+travels: SIP bridge → call manager → (media engine, flow registry) → event bus → store, metrics, API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+
+from helpline.calls import CallManager, CallPolicy
+from helpline.config import Settings
+from helpline.events import EventBus
+from helpline.events.metrics import MetricsSink
+from helpline.ivr import FlowRegistry
+from helpline.ivr.http_port import HttpxPort
+from helpline.sbc_bridge import TrunkBridge
+from helpline.store import Store, StoreSink, upgrade
+from helpline.voice import MediaEngine, PromptCache
+from helpline.web import create_app, register_pipeline_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """Every running part, for tests and for an orderly shutdown."""
+
+    settings: Settings
+    bus: EventBus
+    store: Store
+    sink: StoreSink
+    flows: FlowRegistry
+    engine: MediaEngine
+    calls: CallManager
+    bridge: TrunkBridge
+    http_client: httpx.AsyncClient
+    http_server: uvicorn.Server
+    tasks: list[asyncio.Task[Any]]
+
+    async def stop(self) -> None:
+        """Stop taking calls, end live calls with BYE, flush the event log, close everything."""
+        await self.calls.shutdown(self.settings.server.shutdown_grace_s)
+        await self.bridge.stop()
+        self.http_server.should_exit = True
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.engine.close()
+        await self.http_client.aclose()
+        await self.sink.aclose(give_up_after=10)
+        await self.store.close()
+
+
+def _health(service_ref: list[Service]) -> dict[str, Any]:
+    if not service_ref:
+        return {"status": "starting"}
+    svc = service_ref[0]
+    return {
+        "status": "ok",
+        "active_calls": svc.calls.active_count,
+        "flows": sorted(svc.flows.ids()),
+        "sip": {k: f"{h}:{p}" for k, (h, p) in svc.bridge.local_addresses.items()},
+    }
+
+
+async def start(settings: Settings) -> Service:
+    """Build and start every part; returns when SIP and HTTP listen."""
+    data_dir = settings.data_dir
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    await upgrade(settings.database_url)
+    store = Store(settings.database_url)
+    bus = EventBus()
+    sink = StoreSink(store)
+    bus.subscribe(sink)
+    metrics = MetricsSink()
+    bus.subscribe(metrics)
+    sink.start()
+
+    flows = await asyncio.to_thread(FlowRegistry, settings.flows_dir)
+    prompts = PromptCache(data_dir / "prompt-cache")
+    media = settings.media
+    engine = MediaEngine(
+        media.host, media.rtp_port_min, media.rtp_port_max, prompts,
+        media_timeout=media.media_timeout_s, learn_window=media.learn_window_s,
+    )
+    http_client = httpx.AsyncClient(timeout=settings.calls.http_timeout_s, follow_redirects=False)
+    calls = CallManager(
+        bus=bus, flows=flows, engine=engine, prompts=prompts, http=HttpxPort(http_client),
+        policy=CallPolicy(
+            media_host=media.host,
+            advertised_host=media.advertised_host or media.host,
+            codecs=tuple(media.codecs),
+            ring_before_answer_s=settings.calls.ring_before_answer_ms / 1000,
+            max_duration_s=settings.calls.max_duration_s,
+        ),
+    )
+    bridge = TrunkBridge(
+        settings.sip, settings.trunks, settings.policy,
+        on_call=calls.handle, on_security=calls.on_security, on_refused=calls.on_refused,
+    )
+    await bridge.start()
+
+    ref: list[Service] = []
+    register_pipeline_metrics(metrics.registry, bus, sink)
+    app = create_app(store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref))
+    config = uvicorn.Config(
+        app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
+        lifespan="off",
+    )
+    http_server = uvicorn.Server(config)
+    http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    tasks = [
+        asyncio.create_task(http_server.serve(), name="http"),
+        asyncio.create_task(flows.watch(settings.server.flow_reload_interval_s), name="flow-watch"),
+    ]
+    while not http_server.started:
+        if tasks[0].done():
+            await tasks[0]
+            raise RuntimeError(f"HTTP server could not listen on {settings.http.host}:{settings.http.port}")
+        await asyncio.sleep(0.02)
+    service = Service(settings, bus, store, sink, flows, engine, calls, bridge, http_client, http_server, tasks)
+    ref.append(service)
+    log.info(
+        "helpline ready",
+        extra={"sip": str(bridge.local_addresses), "http": f"{settings.http.host}:{settings.http.port}",
+               "flows": sorted(flows.ids()), "database": _redact(settings.database_url)},
+    )
+    return service
+
+
+def _redact(url: str) -> str:
+    """Database URLs can carry a password; logs must not."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a URL that cannot be parsed is logged as its scheme only
+        return url.split(":", 1)[0]
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then shut down in order."""
+    service = await start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    http_task = service.tasks[0]
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    log.info("helpline stopping")
+    await service.stop()
+    log.info("helpline stopped")
