@@ -112,8 +112,18 @@ async def micro(tmp: Path) -> dict[str, float]:
 async def start_probe(count: int, duration: float) -> tuple[asyncio.subprocess.Process, list[int]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "helpline.voice.probe", "--host", HOST, "--count", str(count),
-        "--duration", str(duration), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+        sys.executable,
+        "-m",
+        "helpline.voice.probe",
+        "--host",
+        HOST,
+        "--count",
+        str(count),
+        "--duration",
+        str(duration),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
         limit=1 << 24,
     )
     assert proc.stdout is not None
@@ -168,10 +178,16 @@ async def engine_load(count: int, seconds: float, tmp: Path) -> dict[str, Any]:
     await engine.close()
     report = await probe_result(proc, seconds)
     late = engine.late_ticks - late0
-    return summarise(report, cpu, wall, late_ticks=late, late_tick_pct=round(100 * late / max(ticks, 1), 3),
-                     catchup_frames=engine.catchup_frames - catch0,
-                     skipped_frames=engine.skipped_frames - skip0,
-                     max_lateness_ms=round(engine.max_lateness * 1000, 2))
+    return summarise(
+        report,
+        cpu,
+        wall,
+        late_ticks=late,
+        late_tick_pct=round(100 * late / max(ticks, 1), 3),
+        catchup_frames=engine.catchup_frames - catch0,
+        skipped_frames=engine.skipped_frames - skip0,
+        max_lateness_ms=round(engine.max_lateness * 1000, 2),
+    )
 
 
 async def bare_load(count: int, seconds: float) -> dict[str, Any]:
@@ -215,8 +231,13 @@ async def bare_load(count: int, seconds: float) -> dict[str, Any]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(args.cache)
     results: dict[str, Any] = {
-        "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "loop": "uvloop", "seconds_per_run": args.seconds, "micro_us": await micro(tmp), "load": [],
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "loop": "uvloop",
+        "seconds_per_run": args.seconds,
+        "micro_us": await micro(tmp),
+        "load": [],
     }
     for count in args.sessions:
         ours = await engine_load(count, args.seconds, tmp)
@@ -234,22 +255,27 @@ def print_table(results: dict[str, Any]) -> None:
     for name, value in results["micro_us"].items():
         print(f"  {name:34s} {value:8.2f}")
     print(f"\nload, {results['seconds_per_run']:g} s per run (probe in another process, loopback)")
-    head = (f"  {'sessions':>8} {'sender':>12} {'cpu%':>6} {'loss%':>7} {'mean ms':>8} {'p95 ms':>7} "
-            f"{'p99 ms':>7} {'max ms':>7} {'jitter':>7} {'late ticks':>11}")
+    head = (
+        f"  {'sessions':>8} {'sender':>12} {'cpu%':>6} {'loss%':>7} {'mean ms':>8} {'p95 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>7} {'jitter':>7} {'late ticks':>11}"
+    )
     print(head)
     for row in results["load"]:
         for label in ("engine", "bare_uvloop"):
             r = row[label]
             late = f"{r['late_ticks']} ({r['late_tick_pct']}%)" if "late_ticks" in r else "-"
-            print(f"  {row['sessions']:>8} {label:>12} {r['sender_cpu_pct']:>6} {r['loss_pct']:>7.3f} "
-                  f"{r['interval_mean_ms']:>8.3f} {r['interval_p95_ms']:>7.2f} {r['interval_p99_ms']:>7.2f} "
-                  f"{r['interval_max_ms']:>7.2f} {r['jitter_ms']:>7.3f} {late:>11}")
+            print(
+                f"  {row['sessions']:>8} {label:>12} {r['sender_cpu_pct']:>6} {r['loss_pct']:>7.3f} "
+                f"{r['interval_mean_ms']:>8.3f} {r['interval_p95_ms']:>7.2f} {r['interval_p99_ms']:>7.2f} "
+                f"{r['interval_max_ms']:>7.2f} {r['jitter_ms']:>7.3f} {late:>11}"
+            )
         print(f"  {'':>8} {'cpu ratio':>12} {row['cpu_ratio']}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sessions", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--cache", default="/tmp/helpline-bench-prompts")
