@@ -66,7 +66,7 @@ class MediaSection(_Section):
     rtp_port_max: int = Field(29999, ge=1025, le=65535)
     media_timeout_s: float = Field(30.0, gt=0)
     learn_window_s: float = Field(2.0, gt=0)
-    codecs: list[Literal["PCMU", "PCMA"]] = Field(default_factory=lambda: ["PCMU", "PCMA"], min_length=1)
+    codecs: tuple[Literal["PCMU", "PCMA"], ...] = Field(("PCMU", "PCMA"), min_length=1)
 
     @model_validator(mode="after")
     def _range(self) -> MediaSection:
@@ -87,7 +87,7 @@ def _default_trunks() -> list[TrunkConfig]:
     return [
         TrunkConfig(
             name="loopback",
-            sources=["127.0.0.0/8"],
+            sources=("127.0.0.0/8",),
             country_code="1",
             national_prefix="1",
             international_prefix="011",
@@ -100,14 +100,17 @@ class Settings(BaseSettings):
     """Everything ``helpline serve`` needs; see the README's configuration reference."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
     )
 
-    server: ServerSection = Field(default_factory=ServerSection)
-    http: HttpSection = Field(default_factory=HttpSection)
-    database: DatabaseSection = Field(default_factory=DatabaseSection)
-    media: MediaSection = Field(default_factory=MediaSection)
-    calls: CallsSection = Field(default_factory=CallsSection)
+    server: ServerSection = ServerSection()
+    http: HttpSection = HttpSection()
+    database: DatabaseSection = DatabaseSection()
+    media: MediaSection = MediaSection()
+    calls: CallsSection = CallsSection()
     sip: SipSettings = Field(default_factory=SipSettings)
     policy: EdgePolicy = Field(default_factory=EdgePolicy)
     trunks: list[TrunkConfig] = Field(default_factory=_default_trunks)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,14 @@ from helpline.voice import MediaEngine, PromptCache
 from helpline.web import create_app, register_pipeline_metrics
 
 log = logging.getLogger(__name__)
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGINT/SIGTERM and stops in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 @dataclass
@@ -118,8 +127,7 @@ async def start(settings: Settings) -> Service:
         app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
         lifespan="off",
     )
-    http_server = uvicorn.Server(config)
-    http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    http_server = _HttpServer(config)
     tasks = [
         asyncio.create_task(http_server.serve(), name="http"),
         asyncio.create_task(flows.watch(settings.server.flow_reload_interval_s), name="flow-watch"),
@@ -127,9 +135,12 @@ async def start(settings: Settings) -> Service:
     while not http_server.started:
         if tasks[0].done():
             await tasks[0]
-            raise RuntimeError(f"HTTP server could not listen on {settings.http.host}:{settings.http.port}")
+            where = f"{settings.http.host}:{settings.http.port}"
+            raise RuntimeError(f"HTTP server could not listen on {where}")
         await asyncio.sleep(0.02)
-    service = Service(settings, bus, store, sink, flows, engine, calls, bridge, http_client, http_server, tasks)
+    service = Service(
+        settings, bus, store, sink, flows, engine, calls, bridge, http_client, http_server, tasks
+    )
     ref.append(service)
     log.info(
         "helpline ready",

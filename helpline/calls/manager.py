@@ -81,6 +81,8 @@ class CallManager:
         self._http = http
         self._policy = policy
         self._active: dict[str, ActiveCall] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._accepting = True
 
     @property
@@ -92,6 +94,7 @@ class CallManager:
         active = ActiveCall(self, call)
         token = current_call_id.set(active.id)
         self._active[active.id] = active
+        self._idle.clear()
         try:
             if not self._accepting:
                 active.refuse(503, "shutting down")
@@ -99,6 +102,8 @@ class CallManager:
             await active.run()
         finally:
             self._active.pop(active.id, None)
+            if not self._active:
+                self._idle.set()
             current_call_id.reset(token)
 
     def on_refused(self, info: RefusedCall) -> None:
@@ -121,11 +126,11 @@ class CallManager:
         self._accepting = False
         for active in list(self._active.values()):
             active.end("completed", None, "shutdown", by="server")
-        if not self._active:
-            return
-        deadline = asyncio.get_running_loop().time() + grace_s
-        while self._active and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(grace_s):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("calls still active after the shutdown grace", extra={"active": len(self._active)})
 
 
 def _offered_data(call: InboundCall | RefusedCall) -> dict[str, Any]:
@@ -188,7 +193,6 @@ class ActiveCall:
             self._teardown()
 
     async def _setup_media(self) -> None:
-        policy = self._m._policy
         self._rtp = await self._m._engine.open_session(self.id)
         self._sdp = SdpSession()
         if self._call.sdp_offer is None:
@@ -274,9 +278,12 @@ class ActiveCall:
         self.end("failed", None, "media timeout", by="server")
 
     def _on_sip_end(self, end: CallEnd) -> None:
-        disposition = "cancelled" if end.by == "cancel" else ("abandoned" if not self._answered else "completed")
-        if end.by in ("session_expired", "ack_timeout"):
+        if end.by == "cancel":
+            disposition = "cancelled"
+        elif end.by in ("session_expired", "ack_timeout"):
             disposition = "failed"
+        else:
+            disposition = "completed" if self._answered else "abandoned"
         self.end(disposition, end.sip_code, end.reason or end.by, by=end.by)
 
     def _reoffer(self, offer: bytes) -> bytes | None:
