@@ -41,7 +41,7 @@ class HttpPort(Protocol):
         *,
         headers: Mapping[str, str],
         body: str | None,
-        timeout: float,  # noqa: ASYNC109 (the port contract carries the deadline)
+        timeout: float,
     ) -> HttpResponse: ...
 
 
@@ -68,7 +68,7 @@ class Channel(Protocol):
         """Play prompts in order; with ``barge_in`` a digit stops playback and is returned (and consumed)."""
         ...
 
-    async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109
+    async def next_digit(self, timeout: float) -> str | None:
         """The next buffered or arriving DTMF digit, or ``None`` after ``timeout`` seconds."""
         ...
 
@@ -78,7 +78,7 @@ class Channel(Protocol):
 
     async def pause(self, seconds: float) -> None: ...
 
-    async def transfer(self, target: str, timeout: float) -> str:  # noqa: ASYNC109
+    async def transfer(self, target: str, timeout: float) -> str:
         """Blind transfer; returns one of :data:`TRANSFER_OUTCOMES`."""
         ...
 

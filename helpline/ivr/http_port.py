@@ -22,7 +22,7 @@ class HttpxPort:
         *,
         headers: Mapping[str, str],
         body: str | None,
-        timeout: float,  # noqa: ASYNC109 (the port contract carries the deadline)
+        timeout: float,
     ) -> HttpResponse:
         try:
             response = await self._client.request(

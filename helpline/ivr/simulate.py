@@ -63,7 +63,7 @@ class MockHttpPort:
         *,
         headers: Mapping[str, str],
         body: str | None,
-        timeout: float,  # noqa: ASYNC109 (the port contract carries the deadline)
+        timeout: float,
     ) -> HttpResponse:
         import json
 
@@ -137,7 +137,7 @@ class SimulatedChannel:
         self._advance(sum(p.duration_ms for p in prompts) / 1000)
         return None
 
-    async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109
+    async def next_digit(self, timeout: float) -> str | None:
         if not self._buffer and self._armed and self._bursts:
             self._buffer.extend(self._bursts.popleft())
             self._armed = False
@@ -153,7 +153,7 @@ class SimulatedChannel:
     async def pause(self, seconds: float) -> None:
         self._advance(seconds)
 
-    async def transfer(self, target: str, timeout: float) -> str:  # noqa: ASYNC109
+    async def transfer(self, target: str, timeout: float) -> str:
         self.transfers.append(target)
         return self.transfer_result
 

@@ -49,7 +49,7 @@ class CallLeg(Protocol):
     def answer(self, sdp: bytes) -> None: ...
     def reject(self, code: int, reason: str) -> None: ...
     def hangup(self) -> None: ...
-    async def refer(self, target_uri: str, timeout: float) -> str: ...  # noqa: ASYNC109 (contract)
+    async def refer(self, target_uri: str, timeout: float) -> str: ...
 
 
 class InboundCall:
@@ -116,7 +116,7 @@ class InboundCall:
         """End the call from our side (BYE if answered; 480 if still ringing)."""
         self._leg.hangup()
 
-    async def refer(self, target_uri: str, timeout: float) -> str:  # noqa: ASYNC109 (contract)
+    async def refer(self, target_uri: str, timeout: float) -> str:
         """Blind-transfer the caller to ``target_uri`` with REFER.
 
         Returns ``connected``, ``busy``, ``no_answer`` or ``failed``.

@@ -181,7 +181,7 @@ class SipLeg:
         self.send_bye()
         self.end("local", None, "hangup")
 
-    async def refer(self, target_uri: str, timeout: float) -> str:  # noqa: ASYNC109 (contract)
+    async def refer(self, target_uri: str, timeout: float) -> str:
         if self.ended or self.call.dialog.state != DialogState.CONFIRMED:
             return "failed"
         request = self.uas.build_in_dialog(self.call, "REFER")

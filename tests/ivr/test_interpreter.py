@@ -274,7 +274,7 @@ async def test_caller_hangup_cancels_without_more_events(write_flow: Callable[..
     waiting = asyncio.Event()
 
     class Blocking(SimulatedChannel):
-        async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109
+        async def next_digit(self, timeout: float) -> str | None:
             waiting.set()
             await asyncio.Event().wait()
             return None

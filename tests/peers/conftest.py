@@ -25,7 +25,7 @@ class SippUas:
         self.port = port
         self.media_port = media_port
 
-    async def wait(self, timeout: float = 15.0) -> int:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def wait(self, timeout: float = 15.0) -> int:
         async with asyncio.timeout(timeout):
             return await self.proc.wait()
 

@@ -527,7 +527,7 @@ class RtpProbe:
     def audio_packets(self, since: float | None = None, until: float | None = None) -> list[RtpPacket]:
         return [p for p in self.packets(since=since, until=until) if p.payload_type in CODEC_BY_PT]
 
-    async def wait_for_packets(self, count: int, timeout: float, payload_type: int | None = None) -> None:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def wait_for_packets(self, count: int, timeout: float, payload_type: int | None = None) -> None:
         """Wait until ``count`` packets (of ``payload_type``) have arrived; TimeoutError otherwise."""
         async with asyncio.timeout(timeout):
             while len(self.packets(payload_type)) < count:
@@ -571,7 +571,7 @@ class RtpProbe:
     async def wait_for_tone(
         self,
         freq: float,
-        timeout: float,  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+        timeout: float,
         candidates: Iterable[float] = (350.0, 440.0, 480.0, 620.0, 1000.0, 1400.0),
         window: float = 0.2,
     ) -> None:

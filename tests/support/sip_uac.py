@@ -198,7 +198,7 @@ class SipUac:
         """Put arbitrary bytes on the wire (malformed-message tests)."""
         self._transport.sendto(data, remote)
 
-    async def next_unmatched(self, timeout: float) -> SipMessage:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def next_unmatched(self, timeout: float) -> SipMessage:
         """The next message that belongs to no transaction or dialog of ours (e.g. reply to send_raw)."""
         async with asyncio.timeout(timeout):
             msg, _ = await self.unmatched.get()
@@ -234,7 +234,7 @@ class SipUac:
         branch: str,
         request: bytes,
         remote: tuple[str, int],
-        timeout: float,  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+        timeout: float,
         on_provisional: Callable[[SipMessage], None] | None = None,
     ) -> _ClientTsx:
         """Send a request with RFC 3261 retransmission; returns once a final response (or timeout)."""
@@ -281,7 +281,7 @@ class SipUac:
         caller_name: str | None = None,
         remote: tuple[str, int] | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+        timeout: float = 10.0,
         wait_final: bool = True,
     ) -> UacCall:
         """Send an INVITE to ``target`` (a sip: URI); waits for the final response unless told not to.
@@ -374,7 +374,7 @@ class UacCall:
     def _branch() -> str:
         return f"z9hG4bK{uuid.uuid4().hex[:16]}"
 
-    async def _invite(self, timeout: float, wait_final: bool) -> None:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def _invite(self, timeout: float, wait_final: bool) -> None:
         self.invite_cseq = next(self._cseq)
         self._invite_branch = self._branch()
         request = self._request(
@@ -391,7 +391,7 @@ class UacCall:
         else:
             await self._wait_provisional(timeout)
 
-    async def _wait_provisional(self, timeout: float) -> None:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def _wait_provisional(self, timeout: float) -> None:
         assert self._invite_task is not None
         early = asyncio.get_running_loop().create_task(self._early.wait())
         pending: set[asyncio.Future[Any]] = {early, self._invite_task}
@@ -406,7 +406,7 @@ class UacCall:
             self.state = "early"
         self._early.set()
 
-    async def wait_final(self, timeout: float) -> int:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def wait_final(self, timeout: float) -> int:
         """Wait for the INVITE's final response, ACK it, and return its status (0 on timeout)."""
         if self.final is not None:
             return self.final.status
@@ -460,7 +460,7 @@ class UacCall:
         method: str,
         body: str | None = None,
         content_type: str = "application/sdp",
-        timeout: float = 8.0,  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+        timeout: float = 8.0,
         extra: Mapping[str, str] | None = None,
     ) -> SipMessage | None:
         branch = self._branch()
@@ -468,7 +468,7 @@ class UacCall:
         tsx = await self._uac._transaction(method, branch, request, self.remote, timeout)
         return tsx.final
 
-    async def cancel(self, timeout: float = 8.0) -> tuple[int, int]:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def cancel(self, timeout: float = 8.0) -> tuple[int, int]:
         """CANCEL a ringing INVITE; returns (status of CANCEL, final status of INVITE, e.g. 487)."""
         headers = self._headers("CANCEL", self.invite_cseq, self._invite_branch)
         request = build_message(
@@ -479,20 +479,20 @@ class UacCall:
         self.ended_by = "local"
         return (tsx.final.status if tsx.final else 0), invite_status
 
-    async def bye(self, timeout: float = 8.0) -> int:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def bye(self, timeout: float = 8.0) -> int:
         """Hang up; returns the BYE's final status (0 on timeout)."""
         final = await self._in_dialog("BYE", timeout=timeout)
         self.state = "terminated"
         self.ended_by = self.ended_by or "local"
         return final.status if final else 0
 
-    async def info_dtmf(self, digit: str, duration_ms: int = 160, timeout: float = 8.0) -> int:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def info_dtmf(self, digit: str, duration_ms: int = 160, timeout: float = 8.0) -> int:
         """Send one digit as SIP INFO application/dtmf-relay."""
         body = f"Signal={digit}\r\nDuration={duration_ms}\r\n"
         final = await self._in_dialog("INFO", body, "application/dtmf-relay", timeout)
         return final.status if final else 0
 
-    async def reinvite(self, sdp: str, timeout: float = 8.0) -> int:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def reinvite(self, sdp: str, timeout: float = 8.0) -> int:
         """Send a re-INVITE with ``sdp`` (e.g. a=sendonly for hold); ACKs a 2xx; returns the status."""
         cseq = next(self._cseq)
         branch = self._branch()
@@ -507,7 +507,7 @@ class UacCall:
                 self.media = parse_sdp(self.answer_sdp)
         return tsx.final.status
 
-    async def wait_remote_bye(self, timeout: float) -> bool:  # noqa: ASYNC109 (a protocol/peer timer, not a cancel scope)
+    async def wait_remote_bye(self, timeout: float) -> bool:
         """True once the far end sent BYE (answered 200 by us)."""
         try:
             await asyncio.wait_for(self._remote_bye.wait(), timeout)
