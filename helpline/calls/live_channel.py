@@ -49,6 +49,7 @@ class LiveChannel:
         self._bus = bus
         self._on_hangup = on_hangup
         self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self.masking = False
 
     # Input --------------------------------------------------------------------------------------
 
@@ -67,25 +68,25 @@ class LiveChannel:
         while not self._digits.empty():
             self._digits.get_nowait()
 
+    def mask_input(self, on: bool) -> None:
+        self.masking = on
+
     # Output -------------------------------------------------------------------------------------
 
     async def play(self, prompts: Sequence[PromptSpec], *, barge_in: bool) -> str | None:
-        """Play prompts in order; with barge-in, stop at the first digit and return it.
+        """Play prompts in order; with barge-in, stop at the first digit, consume it and return it.
 
-        The digit stays in the input buffer: the caller of ``play`` reads it as the answer.
+        Every digit reaches the input buffer through ``push_digit``; the one that cut the prompt is
+        taken out of it here, so the interpreter sees it once, as ``play``'s result.
         """
         for spec in prompts:
             if barge_in and not self._digits.empty():
-                return self._peek_digit()
+                return self._digits.get_nowait()  # typed ahead: answers before the prompt starts
             audio = await self._prompts.get(spec)
             cut = await self._rtp.play(audio, barge_in=barge_in)
             if cut is not None and barge_in:
-                return cut
+                return self._digits.get_nowait() if not self._digits.empty() else cut
         return None
-
-    def _peek_digit(self) -> str:
-        # asyncio.Queue has no peek; the underlying deque is stable API since 3.4.
-        return str(self._digits._queue[0])  # type: ignore[attr-defined]
 
     async def pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

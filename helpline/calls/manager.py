@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from helpline.calls.live_channel import LiveChannel
 from helpline.events import DomainEvent, EventBus
 from helpline.ivr import FlowRegistry, run_flow
 from helpline.ivr.channel import HttpPort
@@ -218,8 +219,6 @@ class ActiveCall:
         call.answer(self._negotiated.answer_sdp)
         rtp.start(self._negotiated)
         self._answered = True
-        from helpline.calls.live_channel import LiveChannel
-
         channel = LiveChannel(
             call_id=self.id, call=call, rtp=rtp, prompts=self._m._prompts, bus=self._m._bus,
             http=self._m._http, on_hangup=self._flow_hangup,
@@ -251,11 +250,13 @@ class ActiveCall:
                     await flow_task
         self._finish_answered()
 
-    def _digit(self, channel: Any, digit: str, source: str) -> None:
-        self._emit("dtmf.received", {"digit": digit, "source": source})
+    def _digit(self, channel: LiveChannel, digit: str, source: str) -> None:
+        # While a sensitive value is collected the key presses themselves are secret too.
+        shown = "*" if channel.masking else digit
+        self._emit("dtmf.received", {"digit": shown, "source": source, "masked": channel.masking})
         channel.push_digit(digit)
 
-    def _info_digit(self, channel: Any, digit: str) -> None:
+    def _info_digit(self, channel: LiveChannel, digit: str) -> None:
         # RFC 4733 digits interrupt a prompt inside the RTP session; SIP INFO ones must be told to it.
         self._digit(channel, digit, "info")
         if self._rtp is not None:

@@ -76,6 +76,14 @@ class Channel(Protocol):
         """Drop digits typed so far (used after prompts that may not be interrupted)."""
         ...
 
+    def mask_input(self, on: bool) -> None:
+        """While on, the channel must not reveal the caller's digits in its own events or logs.
+
+        The interpreter masks what it emits; a channel that reports raw key presses (the live call's
+        ``dtmf.received``) masks them too while a ``sensitive`` input is being collected.
+        """
+        ...
+
     async def pause(self, seconds: float) -> None: ...
 
     async def transfer(self, target: str, timeout: float) -> str:

@@ -154,6 +154,25 @@ async def ask(
     After a noinput or nomatch the escalation prompt for that count plays, then the main prompt again.
     The repeat key replays the main prompt without counting against the caller.
     """
+    if not sensitive:
+        return await _ask(ctx, policy, prompt, spec, matcher, False, source, nomatch_outcome)
+    ctx.channel.mask_input(True)
+    try:
+        return await _ask(ctx, policy, prompt, spec, matcher, True, source, nomatch_outcome)
+    finally:
+        ctx.channel.mask_input(False)
+
+
+async def _ask(
+    ctx: RunContext,
+    policy: InputPolicy,
+    prompt: Sequence[PromptRef],
+    spec: GatherSpec,
+    matcher: Matcher,
+    sensitive: bool,
+    source: InputSource | None,
+    nomatch_outcome: str,
+) -> Answer:
     listener = source or DtmfSource()
     noinput = nomatch = 0
     lead: tuple[PromptRef, ...] = ()

@@ -111,6 +111,7 @@ class SimulatedChannel:
     hung_up: int | bool | None = False
     transfers: list[str] = field(default_factory=list)
     enqueued: list[tuple[str, EnqueueSpec]] = field(default_factory=list)
+    masking: bool = False
 
     def __post_init__(self) -> None:
         if self.transfer_result not in TRANSFER_OUTCOMES:
@@ -121,6 +122,9 @@ class SimulatedChannel:
         self._buffer: deque[str] = deque()
         self._armed = False
         self._elapsed = 0.0
+
+    def mask_input(self, on: bool) -> None:
+        self.masking = on
 
     @property
     def unused_inputs(self) -> list[str]:

@@ -32,6 +32,7 @@ class InvalidCursor(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CallFilters:
+    sip_call_id: str | None = None
     caller: str | None = None
     did: str | None = None
     trunk: str | None = None
@@ -98,6 +99,7 @@ class CallRepository:
         conditions: list[ColumnElement[bool]] = [
             column == value
             for column, value in (
+                (Call.sip_call_id, filters.sip_call_id),
                 (Call.caller, filters.caller),
                 (Call.did, filters.did),
                 (Call.trunk, filters.trunk),

@@ -26,6 +26,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 
 class CallQuery(PageQuery):
+    sip_call_id: str | None = Field(None, description="SIP Call-ID of the inbound leg, exact")
     caller: str | None = Field(None, description="Caller number, E.164, exact")
     did: str | None = Field(None, description="Dialled number, E.164, exact")
     trunk: str | None = Field(None, description="Trunk name")
@@ -38,7 +39,7 @@ class CallQuery(PageQuery):
 
     def filters(self) -> CallFilters:
         return CallFilters(
-            caller=self.caller, did=self.did, trunk=self.trunk,
+            sip_call_id=self.sip_call_id, caller=self.caller, did=self.did, trunk=self.trunk,
             disposition=self.disposition.value if self.disposition else None,
             flow_id=self.flow_id, since=self.since, until=self.until,
         )  # fmt: skip

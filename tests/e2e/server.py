@@ -21,6 +21,7 @@ DIDS = {
     "+18005550101": "dtmf_branch",
     "+18005550102": "long_prompt",
     "+18005550103": "repeat_digits",
+    "+18005550104": "sensitive_pin",
     "+18005550100": "dtmf_branch",
 }
 

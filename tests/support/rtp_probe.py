@@ -365,6 +365,7 @@ class RtpProbe:
         self._audio_source: bytes = b""
         self._arrival = asyncio.Event()
         self._epoch = time.monotonic()
+        self._next_send: float | None = None
 
     @classmethod
     async def open(cls, host: str = "127.0.0.1", port: int = 0) -> RtpProbe:
@@ -409,14 +410,19 @@ class RtpProbe:
         self.sent_packets += 1
 
     async def _paced(self, frames: Iterable[bytes]) -> None:
-        """Send one G.711 frame per 20 ms on a monotonic schedule (no drift from sleep overshoot)."""
-        start = time.monotonic()
-        for k, frame in enumerate(frames):
-            delay = start + k * FRAME_MS / 1000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        """Send one G.711 frame per 20 ms on one monotonic schedule shared by every sender.
+
+        The schedule survives between calls (background stream chunks, tones, DTMF gaps), so the
+        stream keeps 20 ms spacing across them; after an idle spell it restarts from now.
+        """
+        for frame in frames:
+            now = time.monotonic()
+            if self._next_send is None or now - self._next_send > 0.1:
+                self._next_send = now
+            await asyncio.sleep(max(0.0, self._next_send - now))
             self._send(PAYLOAD_TYPES[self.codec], frame)
             self._state.timestamp = (self._state.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+            self._next_send += FRAME_MS / 1000
 
     def _frames(self, pcm16: bytes) -> list[bytes]:
         g711 = encode_g711(pcm16, self.codec)

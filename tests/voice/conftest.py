@@ -19,6 +19,7 @@ import uvloop
 
 import helpline
 from helpline.voice import MediaEngine, PromptCache
+from tests.support.kernel_probe import ProbeRun, run_probe
 
 REPO_ROOT = Path(helpline.__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -117,32 +118,3 @@ async def make_peer() -> AsyncIterator[Callable[[], Any]]:
         peer.close()
 
 
-ProbeRun = tuple[list[int], "asyncio.Future[dict[str, Any]]"]
-
-
-@asynccontextmanager
-async def run_probe(count: int, duration: float) -> AsyncIterator[ProbeRun]:
-    """Start ``python -m helpline.voice.probe`` in another process; yields its ports and its result."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "helpline.voice.probe", "--host", HOST, "--count", str(count),
-        "--duration", str(duration), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
-        limit=1 << 24,
-    )
-    assert proc.stdout is not None and proc.stdin is not None
-    try:
-        async with asyncio.timeout(10):
-            ports = json.loads(await proc.stdout.readline())["ports"]
-
-        async def result() -> dict[str, Any]:
-            assert proc.stdout is not None
-            async with asyncio.timeout(duration + 10):
-                line = await proc.stdout.readline()
-            return dict(json.loads(line))
-
-        yield ports, asyncio.ensure_future(result())
-    finally:
-        if proc.returncode is None:
-            proc.stdin.close()
-            async with asyncio.timeout(duration + 10):
-                await proc.wait()
