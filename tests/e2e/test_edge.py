@@ -32,7 +32,9 @@ async def test_call_to_a_blocked_country_did_is_refused(server: RunningServer) -
         assert call.status == 403
 
 
-async def test_non_trunk_source_is_dropped_silently_and_recorded(server: RunningServer, scenarios: Path) -> None:
+async def test_non_trunk_source_is_dropped_silently_and_recorded(
+    server: RunningServer, scenarios: Path
+) -> None:
     result = await run_sipp(
         scenarios / "uac_expect_404.xml", ("127.0.0.1", server.sip_port), local_ip="127.0.0.2",
         service="+18005550101", timeout_s=4, wait_s=15,
@@ -43,7 +45,9 @@ async def test_non_trunk_source_is_dropped_silently_and_recorded(server: Running
     assert any(e["source"].startswith("127.0.0.2:") for e in events["items"]), events
 
 
-async def test_malformed_invite_does_not_disturb_a_parallel_call(server: RunningServer, scenarios: Path) -> None:
+async def test_malformed_invite_does_not_disturb_a_parallel_call(
+    server: RunningServer, scenarios: Path
+) -> None:
     parallel = asyncio.create_task(run_sipp(
         scenarios / "uac_dtmf_rfc4733.xml", ("127.0.0.1", server.sip_port), local_ip="127.0.0.1",
         service="+18005550101", extra=["-set", "digit", "1"], timeout_s=30, wait_s=45,

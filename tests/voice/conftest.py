@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import struct
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +15,6 @@ import uvloop
 
 import helpline
 from helpline.voice import MediaEngine, PromptCache
-from tests.support.kernel_probe import ProbeRun, run_probe
 
 REPO_ROOT = Path(helpline.__file__).resolve().parent.parent
 HOST = "127.0.0.1"
