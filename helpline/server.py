@@ -122,7 +122,9 @@ async def start(settings: Settings) -> Service:
 
     ref: list[Service] = []
     register_pipeline_metrics(metrics.registry, bus, sink)
-    app = create_app(store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref))
+    app = create_app(
+        store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref), flows=flows.catalog
+    )
     config = uvicorn.Config(
         app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
         lifespan="off",

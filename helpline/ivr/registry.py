@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpline.ivr.loader import ParsedFlow, parse_file
@@ -12,6 +13,17 @@ from helpline.ivr.snapshot import build_flows, is_loadable
 from helpline.ivr.validate import check_flows, expand_paths
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStatus:
+    """One flow file as the registry sees it. ``flow_id`` is None when no version of it serves."""
+
+    flow_id: str | None
+    version: str | None
+    path: str
+    description: str
+    problems: tuple[str, ...]
 
 
 class FlowRegistry:
@@ -35,6 +47,22 @@ class FlowRegistry:
 
     def ids(self) -> list[str]:
         return sorted(self._flows)
+
+    def catalog(self) -> list[FlowStatus]:
+        """What an operator needs to know: every flow in service with its version and file, and every
+        file whose latest change was rejected (with its problems and whether an older version serves)."""
+        serving = {f.source: f for f in self._flows.values()}
+        out = [
+            FlowStatus(flow.id, flow.version, str(flow.source), flow.document.flow.description or "",
+                       tuple(self.problems.get(flow.source, ())))
+            for flow in sorted(self._flows.values(), key=lambda f: f.id)
+        ]
+        out += [
+            FlowStatus(None, None, str(path), "", tuple(problems))
+            for path, problems in sorted(self.problems.items())
+            if path not in serving
+        ]
+        return out
 
     def _scan(self) -> dict[Path, float]:
         out: dict[Path, float] = {}

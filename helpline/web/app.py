@@ -24,6 +24,7 @@ from helpline.events.bus import EventBus
 from helpline.store.repository import InvalidCursor
 from helpline.store.store import Store
 from helpline.web.errors import EXCEPTION_HANDLERS, ApiError, error_response, from_validation_error
+from helpline.web.flows import FlowCatalog, FlowList, flow_list
 from helpline.web.openapi import build_openapi
 from helpline.web.queries import CallQuery, PageQuery, SecurityEventQuery
 
@@ -66,7 +67,11 @@ def _json(model: BaseModel) -> Response:
 class _Api:
     """Route handlers; they share the store, the bus and the health checks."""
 
-    def __init__(self, store: Store, bus: EventBus, registry: CollectorRegistry, health: HealthCheck | None):
+    def __init__(
+        self, store: Store, bus: EventBus, registry: CollectorRegistry, health: HealthCheck | None,
+        flows: FlowCatalog | None = None,
+    ) -> None:
+        self.flows = flows
         self.store = store
         self.bus = bus
         self.registry = registry
@@ -117,6 +122,11 @@ class _Api:
             return error_response(404, "no such call", "call_id")
         return _json(call)
 
+    async def list_flows(self, _request: Request) -> Response:
+        if self.flows is None:
+            return _json(FlowList(items=[]))
+        return _json(flow_list(self.flows))
+
     async def list_security_events(self, request: Request) -> Response:
         query = _parse_query(request, SecurityEventQuery)
         try:
@@ -134,10 +144,11 @@ def create_app(
     metrics_registry: CollectorRegistry,
     health: HealthCheck | None = None,
     *,
+    flows: FlowCatalog | None = None,
     middleware: Sequence[Middleware] = (),
 ) -> Starlette:
     """The Starlette app. ``middleware`` is where authentication will plug in."""
-    api = _Api(store, bus, metrics_registry, health)
+    api = _Api(store, bus, metrics_registry, health, flows)
     routes = [
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
@@ -145,6 +156,7 @@ def create_app(
         Route("/api/calls", api.list_calls, methods=["GET"]),
         Route("/api/calls/{call_id}", api.get_call, methods=["GET"]),
         Route("/api/security-events", api.list_security_events, methods=["GET"]),
+        Route("/api/flows", api.list_flows, methods=["GET"]),
     ]
     app = Starlette(routes=routes, middleware=list(middleware), exception_handlers=dict(EXCEPTION_HANDLERS))
     app.state.store = store

@@ -10,6 +10,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from helpline.store.records import CallDetail, CallRecord, Page, SecurityEventRecord
 from helpline.web.errors import ErrorBody
+from helpline.web.flows import FlowList
 from helpline.web.queries import CallQuery, SecurityEventQuery
 
 _REF = "#/components/schemas/{model}"
@@ -39,6 +40,7 @@ def build_openapi(version: str) -> dict[str, Any]:
         (CallDetail, "serialization"),
         (security_page, "serialization"),
         (ErrorBody, "serialization"),
+        (FlowList, "serialization"),
         (CallQuery, "validation"),
         (SecurityEventQuery, "validation"),
     ]
@@ -87,6 +89,13 @@ def build_openapi(version: str) -> dict[str, Any]:
                     "parameters": _parameters(security_query, SecurityEventQuery),
                     "responses": {"200": _json(ref(security_page), "A page of security events"),
                                   "400": bad_request, "503": unavailable},
+                }
+            },
+            "/api/flows": {
+                "get": {
+                    "operationId": "listFlows",
+                    "summary": "Flows in service and rejected flow files",
+                    "responses": {"200": _json(ref(FlowList), "Every flow file the registry knows")},
                 }
             },
             "/healthz": {

@@ -82,13 +82,14 @@ class RunningServer:
         return self.proc.returncode
 
 
-def write_config(path: Path, *, sip_port: int, http_port: int, data_dir: Path, extra: str = "") -> None:
+def write_config(path: Path, *, sip_port: int, http_port: int, data_dir: Path, extra: str = "",
+                 flows_dir: Path = WIRE_FLOWS) -> None:
     dids = ", ".join(f'"{k}" = "{v}"' for k, v in DIDS.items())
     path.write_text(
         f"""
 [server]
 data_dir = "{data_dir}"
-flows_dir = "{WIRE_FLOWS}"
+flows_dir = "{flows_dir}"
 log_level = "info"
 flow_reload_interval_s = 0.5
 
@@ -122,11 +123,12 @@ dids = {{ {dids} }}
 
 
 def start_server(tmp: Path, *, sip_port: int = 5070, http_port: int = 8090, extra: str = "",
-                 env: dict[str, str] | None = None) -> RunningServer:
+                 env: dict[str, str] | None = None, flows_dir: Path = WIRE_FLOWS) -> RunningServer:
     """Start ``helpline serve`` and wait until /healthz answers (20 s at most)."""
     data_dir = tmp / "data"
     cfg = tmp / "helpline.toml"
-    write_config(cfg, sip_port=sip_port, http_port=http_port, data_dir=data_dir, extra=extra)
+    write_config(cfg, sip_port=sip_port, http_port=http_port, data_dir=data_dir, extra=extra,
+                 flows_dir=flows_dir)
     log_path = tmp / "server.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(

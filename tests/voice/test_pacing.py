@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import HOST, offer, run_probe
+from conftest import HOST, offer
+
+from tests.support.kernel_probe import run_probe
 
 from helpline.voice import MediaEngine, PromptSpec, negotiate
 
