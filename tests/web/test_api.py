@@ -261,11 +261,11 @@ async def test_openapi_document_is_valid_and_complete(api: Api) -> None:
     doc = r.json()
     validate(doc)  # raises on an invalid OpenAPI 3.1 document
     assert doc["openapi"] == "3.1.0"
-    assert {"/api/calls", "/api/calls/{call_id}", "/api/security-events", "/healthz", "/metrics"} <= set(
-        doc["paths"]
-    )
+    assert {
+        "/api/calls", "/api/calls/{call_id}", "/api/security-events", "/api/flows", "/healthz", "/metrics"
+    } <= set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/calls"]["get"]["parameters"]}
-    assert params == {"caller", "did", "trunk", "disposition", "flow_id", "since", "until", "limit", "cursor",
+    assert params == {"sip_call_id", "caller", "did", "trunk", "disposition", "flow_id", "since", "until", "limit", "cursor",
                       "offset"}  # fmt: skip
     detail_ref = doc["paths"]["/api/calls/{call_id}"]["get"]["responses"]["200"]["content"][
         "application/json"]["schema"]["$ref"]  # fmt: skip
