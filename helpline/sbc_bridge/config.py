@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .numbers import is_e164
 
@@ -67,7 +67,7 @@ class DigestCredentials(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     username: str = Field(min_length=1)
-    password: str = Field(min_length=1, repr=False)
+    password: SecretStr = Field(min_length=1)  # never printed: `helpline config` shows **********
     realm: str = Field(min_length=1)
 
 

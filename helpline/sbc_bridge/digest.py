@@ -98,7 +98,7 @@ class DigestGuard:
         if qop:
             challenge.params["qop"] = qop
         expected = build_credentials(
-            SipDigestAuth(credentials.username, credentials.password),
+            SipDigestAuth(credentials.username, credentials.password.get_secret_value()),
             challenge,
             request.method,
             params.get("uri", ""),
