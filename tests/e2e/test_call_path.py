@@ -32,6 +32,19 @@ async def _dtmf_call(server: RunningServer, scenarios: Path, digit: str, transpo
     return await asyncio.to_thread(server.wait_call, sip_call_id=call_id) if call_id else {}
 
 
+async def _pjsua_call(
+    server: RunningServer, did: str, steps: list[dict[str, Any]], transport: str = "udp"
+) -> dict[str, Any]:
+    """Place a scripted pjsua2 call; returns the stored call (CDR and events) once it has ended."""
+    result = await asyncio.to_thread(
+        run_pjsua_call, f"sip:{did}@127.0.0.1:{server.sip_port}", steps, 45.0, transport=transport
+    )
+    assert not result["errors"], result
+    assert result["hangup_by"] == "remote", result
+    call: dict[str, Any] = await asyncio.to_thread(server.wait_call, sip_call_id=result["call_id"])
+    return call
+
+
 def _sip_call_id(result: Any) -> str:
     for line in result.messages.splitlines():
         if line.lower().startswith("call-id:"):
@@ -80,12 +93,7 @@ async def test_pjsua2_caller_enters_a_pin(server: RunningServer) -> None:
 
         {"op": "wait_remote_hangup", "timeout": 20},
     ]
-    result = await asyncio.to_thread(
-        run_pjsua_call, f"sip:{DTMF_DID}@127.0.0.1:{server.sip_port}", steps, 45.0
-    )
-    assert not result["errors"], result
-    assert result["hangup_by"] == "remote", result
-    call = await asyncio.to_thread(server.wait_call, sip_call_id=result["call_id"])
+    call = await _pjsua_call(server, DTMF_DID, steps)
     assert "".join(d["data"]["digit"] for d in _events(call, "dtmf.received")) == "34321"
     assert _milestones(call) == ["pin_ok"]
     inputs = [e["data"] for e in _events(call, "ivr.input")]
@@ -99,11 +107,7 @@ async def test_pjsua2_repeated_digits_are_not_merged(server: RunningServer) -> N
         {"op": "dtmf", "digits": "1122#"},
         {"op": "wait_remote_hangup", "timeout": 20},
     ]
-    result = await asyncio.to_thread(
-        run_pjsua_call, f"sip:+18005550103@127.0.0.1:{server.sip_port}", steps, 45.0
-    )
-    assert not result["errors"], result
-    call = await asyncio.to_thread(server.wait_call, sip_call_id=result["call_id"])
+    call = await _pjsua_call(server, "+18005550103", steps)
     assert "".join(d["data"]["digit"] for d in _events(call, "dtmf.received")) == "1122#"
     assert _milestones(call) == ["got_1122"]
 
@@ -115,11 +119,7 @@ async def test_pjsua2_caller_over_tcp_with_info_digits(server: RunningServer) ->
         {"op": "dtmf", "digits": "1", "method": "sipinfo"},
         {"op": "wait_remote_hangup", "timeout": 20},
     ]
-    result = await asyncio.to_thread(
-        run_pjsua_call, f"sip:{DTMF_DID}@127.0.0.1:{server.sip_port}", steps, 45.0, transport="tcp"
-    )
-    assert not result["errors"], result
-    call = await asyncio.to_thread(server.wait_call, sip_call_id=result["call_id"])
+    call = await _pjsua_call(server, DTMF_DID, steps, transport="tcp")
     assert call["transport"] == "tcp"
     digits = [(d["data"]["digit"], d["data"]["source"]) for d in _events(call, "dtmf.received")]
     assert digits == [("1", "info")]
@@ -175,11 +175,7 @@ async def test_barge_in_digit_is_used_once(server: RunningServer) -> None:
         {"op": "dtmf", "digits": "4321"},
         {"op": "wait_remote_hangup", "timeout": 20},
     ]
-    result = await asyncio.to_thread(
-        run_pjsua_call, f"sip:{DTMF_DID}@127.0.0.1:{server.sip_port}", steps, 45.0
-    )
-    assert not result["errors"], result
-    call = await asyncio.to_thread(server.wait_call, sip_call_id=result["call_id"])
+    call = await _pjsua_call(server, DTMF_DID, steps)
     menu_prompt = [e for e in _events(call, "ivr.prompt_played") if e["node_id"] == "main_menu"]
     digit_3 = next(e for e in _events(call, "dtmf.received") if e["data"]["digit"] == "3")
     assert menu_prompt and menu_prompt[0]["at"] >= digit_3["at"], "the digit did not arrive during the prompt"
@@ -193,11 +189,7 @@ async def test_sensitive_pin_never_reaches_the_event_log_or_the_logs(server: Run
         {"op": "dtmf", "digits": "4321"},
         {"op": "wait_remote_hangup", "timeout": 20},
     ]
-    result = await asyncio.to_thread(
-        run_pjsua_call, f"sip:+18005550104@127.0.0.1:{server.sip_port}", steps, 45.0
-    )
-    assert not result["errors"], result
-    call = await asyncio.to_thread(server.wait_call, sip_call_id=result["call_id"])
+    call = await _pjsua_call(server, "+18005550104", steps)
     assert _milestones(call) == ["pin_ok"]
     digits = _events(call, "dtmf.received")
     assert len(digits) == 4 and all(d["data"]["digit"] == "*" and d["data"]["masked"] for d in digits)
