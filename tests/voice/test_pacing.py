@@ -7,9 +7,8 @@ import asyncio
 import pytest
 from conftest import HOST, offer
 
-from tests.support.kernel_probe import run_probe
-
 from helpline.voice import MediaEngine, PromptSpec, negotiate
+from tests.support.kernel_probe import run_probe
 
 
 async def test_fifty_sessions_are_paced_at_20ms(engine: MediaEngine) -> None:

@@ -265,8 +265,8 @@ async def test_openapi_document_is_valid_and_complete(api: Api) -> None:
         "/api/calls", "/api/calls/{call_id}", "/api/security-events", "/api/flows", "/healthz", "/metrics"
     } <= set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/calls"]["get"]["parameters"]}
-    assert params == {"sip_call_id", "caller", "did", "trunk", "disposition", "flow_id", "since", "until", "limit", "cursor",
-                      "offset"}  # fmt: skip
+    assert params == {"sip_call_id", "caller", "did", "trunk", "disposition", "flow_id", "since", "until",
+                      "limit", "cursor", "offset"}  # fmt: skip
     detail_ref = doc["paths"]["/api/calls/{call_id}"]["get"]["responses"]["200"]["content"][
         "application/json"]["schema"]["$ref"]  # fmt: skip
     detail = doc["components"]["schemas"][detail_ref.rsplit("/", 1)[1]]
