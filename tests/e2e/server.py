@@ -22,6 +22,7 @@ DIDS = {
     "+18005550102": "long_prompt",
     "+18005550103": "repeat_digits",
     "+18005550104": "sensitive_pin",
+    "+18005550105": "transfer",
     "+18005550100": "dtmf_branch",
 }
 

@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.server import RunningServer
 from tests.support.pjsua_caller import run_pjsua_call
+from tests.support.rtp_probe import RtpProbe, make_sdp_offer
+from tests.support.sip_uac import SipUac
 from tests.support.sipp import run_sipp
 
 DTMF_DID = "+18005550101"
@@ -197,3 +201,28 @@ async def test_sensitive_pin_never_reaches_the_event_log_or_the_logs(server: Run
     assert "4321" not in stored
     assert not any(d in stored for d in ('"4"', '"3"', '"2"', '"1"')), stored
     assert "4321" not in server.log_path.read_text()
+
+
+@pytest.mark.parametrize(("sipfrag", "milestones", "ended_by"), [
+    (200, [], "flow"),
+    (486, ["transfer_busy"], "flow"),
+    (None, ["transfer_failed"], "flow"),
+])
+async def test_blind_transfer_through_the_trunk(
+    server: RunningServer, sipfrag: int | None, milestones: list[str], ended_by: str
+) -> None:
+    """REFER to the trunk: a 200 sipfrag hands the caller over; busy and refusal take the flow's outcomes."""
+    async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+        call = await uac.invite(
+            f"sip:+18005550105@127.0.0.1:{server.sip_port}", make_sdp_offer(probe.local_port)
+        )
+        assert call.status == 200
+        call.accept_refer(sipfrag)
+        refer_to = await call.wait_refer(10)
+        assert refer_to is not None and "+15551239999" in refer_to
+        assert await call.wait_remote_bye(10), "Helpline keeps no leg after the transfer ends"
+    detail = await asyncio.to_thread(server.wait_call, sip_call_id=call.call_id)
+    assert _milestones(detail) == milestones
+    transfers = [e["data"] for e in _events(detail, "ivr.transfer")]
+    assert transfers and transfers[0]["result"] == {200: "connected", 486: "busy", None: "failed"}[sipfrag]
+    assert _events(detail, "call.ended")[0]["data"]["by"] == ended_by

@@ -332,6 +332,10 @@ class UacCall:
         self.invite_sent_at = 0.0
         self.answered_at: float | None = None
         self._remote_bye = asyncio.Event()
+        self._refer_seen = asyncio.Event()
+        self._refer_status: int | None = None
+        self.refer_to: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._early = asyncio.Event()
         self._invite_task: asyncio.Task[_ClientTsx] | None = None
         self._invite_branch = ""
@@ -515,13 +519,45 @@ class UacCall:
             return False
         return True
 
+    def accept_refer(self, sipfrag_status: int | None) -> None:
+        """How to answer a REFER (blind transfer): 202, then a NOTIFY whose sipfrag carries
+        ``sipfrag_status`` (200 = the transfer target answered, 486 = busy...); None = 603 Declined."""
+        self._refer_status = sipfrag_status
+
+    async def wait_refer(self, timeout: float) -> str | None:
+        """The Refer-To of the first REFER received, or None after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._refer_seen.wait(), timeout)
+        except TimeoutError:
+            return None
+        return self.refer_to
+
+    async def _notify_refer(self, status: int) -> None:
+        reason = {200: "OK", 486: "Busy Here", 480: "Temporarily Unavailable"}.get(status, "Error")
+        await self._in_dialog(
+            "NOTIFY", f"SIP/2.0 {status} {reason}\r\n", "message/sipfrag;version=2.0",
+            extra={"Event": "refer", "Subscription-State": "terminated;reason=noresource"},
+        )
+
     def _on_request(self, msg: SipMessage, addr: tuple[str, int]) -> None:
         self.requests_received.append(msg)
         if msg.method == "ACK":
             return
         body = b""
         extra: list[tuple[str, str]] = []
-        if msg.method == "BYE":
+        status_line = "SIP/2.0 200 OK"
+        if msg.method == "REFER":
+            self.refer_to = msg.header("refer-to")
+            self._refer_seen.set()
+            status = self._refer_status
+            if status is None:
+                status_line = "SIP/2.0 603 Declined"
+            else:
+                status_line = "SIP/2.0 202 Accepted"
+                task = asyncio.get_running_loop().create_task(self._notify_refer(status))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        elif msg.method == "BYE":
             self.state = "terminated"
             self.ended_by = self.ended_by or "remote"
             self._remote_bye.set()
@@ -534,4 +570,4 @@ class UacCall:
             if k in ("via", "from", "to", "call-id", "cseq")
         ]
         headers = [("CSeq", v) if k == "Cseq" else (k, v) for k, v in headers]
-        self._uac._transport.sendto(build_message("SIP/2.0 200 OK", headers + extra, body), addr)
+        self._uac._transport.sendto(build_message(status_line, headers + extra, body), addr)
