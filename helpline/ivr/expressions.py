@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import operator
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +51,11 @@ def _digits(value: Any) -> str:
     return "".join(ch for ch in str(value) if ch.isdigit())
 
 
+def _urlencode(value: Any) -> str:
+    """Percent-encode a value for one URL path segment or query value (``+`` becomes ``%2B``)."""
+    return "" if value is None else urllib.parse.quote(str(value), safe="")
+
+
 FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "len": len,
     "str": str,
@@ -67,6 +73,7 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "endswith": _endswith,
     "contains": _contains,
     "digits": _digits,
+    "urlencode": _urlencode,
 }
 
 CONSTANT_NAMES: Mapping[str, Any] = {"true": True, "false": False, "null": None}
@@ -98,12 +105,22 @@ _ALLOWED: tuple[type[ast.AST], ...] = (
     ast.Name, ast.Load, ast.Constant, ast.Call, ast.List, ast.Tuple, ast.Subscript,
     *_BINOPS, *_CMPOPS, *_UNARY,
 )
-_DESCRIBE: Mapping[type[ast.AST], str] = {
-    ast.Attribute: "attribute access", ast.Lambda: "lambda", ast.ListComp: "comprehension",
-    ast.GeneratorExp: "comprehension", ast.DictComp: "comprehension", ast.SetComp: "comprehension",
-    ast.Pow: "the ** operator", ast.FloorDiv: "the // operator", ast.NamedExpr: "assignment",
-    ast.Starred: "star arguments", ast.JoinedStr: "f-strings", ast.Dict: "dict literals",
-    ast.Slice: "slices",
+#: What a refused syntax element is called in messages: (phrase, verb).
+_DESCRIBE: Mapping[type[ast.AST], tuple[str, str]] = {
+    ast.Attribute: ("attribute access", "is"), ast.Lambda: ("lambda", "is"),
+    ast.ListComp: ("comprehensions", "are"), ast.GeneratorExp: ("comprehensions", "are"),
+    ast.DictComp: ("comprehensions", "are"), ast.SetComp: ("comprehensions", "are"),
+    ast.comprehension: ("comprehensions", "are"), ast.NamedExpr: ("assignment (:=)", "is"),
+    ast.Starred: ("star arguments", "are"), ast.JoinedStr: ("f-strings", "are"),
+    ast.FormattedValue: ("f-strings", "are"), ast.Dict: ("dict literals", "are"),
+    ast.Set: ("set literals", "are"), ast.Slice: ("slices", "are"), ast.keyword: ("keyword arguments", "are"),
+    ast.Await: ("await", "is"), ast.Yield: ("yield", "is"), ast.YieldFrom: ("yield", "is"),
+    ast.Pow: ("the ** operator", "is"), ast.FloorDiv: ("the // operator", "is"),
+    ast.MatMult: ("the @ operator", "is"), ast.BitAnd: ("the & operator", "is"),
+    ast.BitOr: ("the | operator", "is"), ast.BitXor: ("the ^ operator", "is"),
+    ast.LShift: ("the << operator", "is"), ast.RShift: ("the >> operator", "is"),
+    ast.Invert: ("the ~ operator", "is"), ast.Is: ("'is' (use ==)", "is"),
+    ast.IsNot: ("'is not' (use !=)", "is"),
 }
 
 
@@ -127,8 +144,8 @@ def _check(tree: ast.AST) -> None:
     for node in ast.walk(tree):
         col = getattr(node, "col_offset", 0)
         if not isinstance(node, _ALLOWED):
-            what = _DESCRIBE.get(type(node), type(node).__name__)
-            raise ExpressionError(f"{what} is not allowed in expressions", col)
+            what, verb = _DESCRIBE.get(type(node), ("this kind of expression", "is"))
+            raise ExpressionError(f"{what} {verb} not allowed in expressions", col)
         if isinstance(node, ast.Name) and node.id.startswith("_"):
             raise ExpressionError(f"name {node.id!r} is not allowed (leading underscore)", col)
         if isinstance(node, ast.Constant) and not isinstance(node.value, str | int | float | bool | None):
@@ -228,6 +245,11 @@ def template_holes(text: str) -> list[tuple[str, int]]:
     return [(m.group(1), m.start(1)) for m in _HOLE.finditer(text)]
 
 
+def template_literal(text: str, placeholder: str = "x") -> str:
+    """``text`` with every hole replaced by ``placeholder``: the fixed parts of a template."""
+    return _HOLE.sub(placeholder, text)
+
+
 def check_template(text: str) -> None:
     """Raise :class:`ExpressionError` (offset into ``text``) for the first bad hole."""
     for source, offset in template_holes(text):
@@ -240,13 +262,21 @@ def check_template(text: str) -> None:
         raise ExpressionError("unclosed '{{' in template", text.rfind("{{"))
 
 
-def render_template(text: str, variables: Mapping[str, Any]) -> str:
-    """Fill every hole with the string form of its value (``None`` renders as empty)."""
+def render_template(
+    text: str, variables: Mapping[str, Any], show: Callable[[Any], Any] | None = None
+) -> str:
+    """Fill every hole with the string form of its value (``None`` renders as empty).
+
+    ``show`` transforms each hole's value first: the interpreter passes its masker to render the
+    version of a text that may appear in events.
+    """
     if "{{" not in text:
         return text
 
     def fill(match: re.Match[str]) -> str:
         value = compile_expression(match.group(1)).evaluate(variables)
+        if show is not None:
+            value = show(value)
         return "" if value is None else str(value)
 
     return _HOLE.sub(fill, text)

@@ -42,7 +42,9 @@ class ParsedFlow:
         return hashlib.sha256(self.text.encode()).hexdigest()[:8]
 
     def report(self, loc: Loc, code: str, message: str, severity: Severity = "error", *,
-               key: bool = False, offset: int = 0) -> None:
+               key: bool = False, offset: int | None = None) -> None:
+        """Record a problem at ``loc``; ``offset`` is a column inside the value's text (an expression
+        error), which for a quoted scalar starts after the quote."""
         pos = self.marks.position(loc, key=key) if self.marks else Position(1, 1)
         line, column = pos.line, pos.column
         if offset is not None and self.marks is not None:

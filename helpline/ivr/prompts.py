@@ -2,12 +2,14 @@
 
 A flow has a ``prompts:`` catalog keyed by id; nodes name catalog ids or write a prompt inline. Each
 entry is exactly one of ``file`` (WAV path relative to the flow file), ``tts`` (+ ``voice``), ``tone``
-or ``silence_ms``. TTS text may hold ``{{ expr }}`` templates, rendered per call.
+or ``silence_ms``. TTS text and file paths may hold ``{{ expr }}`` templates, rendered per call; a
+rendered file path must stay inside the flow's directory, since its parts may come from callers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,21 +69,56 @@ class UnknownPrompt(LookupError):
     """A node names a prompt id the catalog does not have."""
 
 
+class PromptFileError(LookupError):
+    """A templated ``file`` prompt rendered to a path that is missing or outside the flow directory."""
+
+
+def _templated_file(rendered: str, base_dir: Path, display: str) -> Path:
+    """The file a rendered template names, refused when it leaves ``base_dir`` or does not exist.
+
+    ``display`` is the path as messages may show it (secrets masked).
+    """
+    root = os.path.normpath(base_dir.resolve())
+    target = os.path.normpath(os.path.join(root, rendered))
+    if os.path.isabs(rendered) or os.path.commonpath([root, target]) != root:
+        raise PromptFileError(f"prompt file {display!r} is outside the flow's directory")
+    if not os.path.isfile(target):
+        raise PromptFileError(f"prompt file {display!r} does not exist")
+    return Path(target)
+
+
 def resolve_prompt(
     ref: PromptRef,
     catalog: Mapping[str, Prompt],
     base_dir: Path,
     variables: Mapping[str, Any],
     language: str,
+    show: Callable[[Any], Any] | None = None,
 ) -> PromptSpec:
-    """Turn one reference into a spec, rendering templates in TTS text with ``variables``."""
+    """Turn one reference into a spec, rendering templates in TTS text and file paths with ``variables``.
+
+    With ``show`` (the interpreter's masker) a rendered prompt whose text differs once hole values
+    are masked gets that masked text as its label, which is what events show.
+    """
     prompt = ref if isinstance(ref, Prompt) else catalog.get(ref)
     if prompt is None:
         raise UnknownPrompt(f"unknown prompt id {ref!r}")
+
+    def shown(template: str, rendered: str) -> str | None:
+        text = render_template(template, variables, show) if show is not None else rendered
+        return text if text != rendered else None
+
     if prompt.file is not None:
-        return PromptSpec(file=(base_dir / prompt.file).resolve())
+        if "{{" not in prompt.file:
+            return PromptSpec(file=(base_dir / prompt.file).resolve())
+        rendered = render_template(prompt.file, variables)
+        label = shown(prompt.file, rendered)
+        path = _templated_file(rendered, base_dir, label or rendered)
+        return PromptSpec(file=path, label=f"file:{Path(label).name}" if label else "")
     if prompt.tts is not None:
-        return PromptSpec(tts=render_template(prompt.tts, variables), voice=prompt.voice or language)
+        text = render_template(prompt.tts, variables)
+        label = shown(prompt.tts, text)
+        return PromptSpec(tts=text, voice=prompt.voice or language, label=f"tts:{label}" if label else "")
     if prompt.tone is not None:
         return PromptSpec(tone_hz=tuple(prompt.tone.hz), duration_ms=prompt.tone.ms)
     return PromptSpec(duration_ms=prompt.silence_ms or 0)
@@ -93,5 +130,6 @@ def resolve_prompts(
     base_dir: Path,
     variables: Mapping[str, Any],
     language: str,
+    show: Callable[[Any], Any] | None = None,
 ) -> list[PromptSpec]:
-    return [resolve_prompt(ref, catalog, base_dir, variables, language) for ref in refs]
+    return [resolve_prompt(ref, catalog, base_dir, variables, language, show) for ref in refs]

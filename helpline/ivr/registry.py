@@ -74,40 +74,57 @@ class FlowRegistry:
         return out
 
     def reload(self) -> bool:
-        """Re-read changed, new and removed files; returns whether anything changed."""
+        """Re-read changed, new and removed files; returns whether anything changed.
+
+        Files rejected last time are read again whenever anything changes, since what they were
+        missing (a subflow) may just have arrived.
+        """
         mtimes = self._scan()
         changed = [p for p, m in mtimes.items() if self._mtimes.get(p) != m]
         removed = [p for p in self._good if p not in mtimes]
+        for path in [p for p in self.problems if p not in mtimes]:
+            del self.problems[path]
         if not changed and not removed and self._mtimes:
             return False
         self._mtimes = mtimes
+        retry = [p for p in self.problems if p in mtimes and p not in changed]
         candidates = {p: v for p, v in self._good.items() if p not in removed}
-        fresh = {path: parse_file(path) for path in changed}
-        candidates.update(fresh)
-        check_flows(list(candidates.values()))
-        for path, parsed in fresh.items():
-            if is_loadable(parsed):
-                self.problems.pop(path, None)
-                continue
-            lines = [str(p) for p in parsed.problems if p.is_error]
-            self.problems[path] = lines
-            kept = path in self._good
-            log.error(
-                "flow file rejected",
-                extra={"path": str(path), "problems": lines, "kept_last_good": kept},
-            )
-            if kept:
-                candidates[path] = self._good[path]
-            else:
-                del candidates[path]
-        if not removed and not any(is_loadable(p) for p in fresh.values()) and self._flows:
+        candidates.update({path: parse_file(path) for path in [*changed, *retry]})
+        self._settle(candidates)
+        if candidates.keys() == self._good.keys() and all(v is self._good[p] for p, v in candidates.items()):
             return True  # nothing new got in: keep serving the current generation as it is
-        # a kept or fresh file may now miss a subflow that a rejected file used to provide: recheck once
-        check_flows(list(candidates.values()))
-        self._good = {p: v for p, v in candidates.items() if is_loadable(v)}
+        self._good = candidates
         self._flows = build_flows(self._good.values())
         log.info("flows loaded", extra={"flows": ",".join(sorted(self._flows))})
         return True
+
+    def _settle(self, candidates: dict[Path, ParsedFlow]) -> None:
+        """Check ``candidates`` together until every one is loadable.
+
+        A file that fails (its own errors, or a subflow that is missing or invalid in this set) is
+        rejected: logged and listed in :attr:`problems`, and replaced by its last good version when
+        there is one, else left out. Each replacement or removal can make another file fail, so the
+        set is checked again; it shrinks or falls back each round, so this ends.
+        """
+        for path in candidates:
+            self.problems.pop(path, None)
+        while True:
+            check_flows(list(candidates.values()))
+            failing = [path for path, parsed in candidates.items() if not is_loadable(parsed)]
+            if not failing:
+                return
+            for path in failing:
+                parsed = candidates.pop(path)
+                last_good = self._good.get(path)
+                kept = last_good is not None and last_good is not parsed
+                lines = [str(p) for p in parsed.problems if p.is_error]
+                self.problems[path] = lines
+                log.error(
+                    "flow file rejected",
+                    extra={"path": str(path), "problems": lines, "kept_last_good": kept},
+                )
+                if kept and last_good is not None:
+                    candidates[path] = last_good
 
     async def watch(self, interval: float = 1.0) -> None:
         """Poll for changes until cancelled; parsing runs in a thread so the loop never blocks."""

@@ -13,7 +13,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel
 
-from helpline.ivr.expressions import ExpressionError, check_template, compile_expression
+from helpline.ivr.expressions import (
+    ExpressionError,
+    check_template,
+    compile_expression,
+    template_literal,
+)
 from helpline.ivr.input_policy import InputPolicy
 from helpline.ivr.loader import ParsedFlow, parse_file
 from helpline.ivr.markers import Marked, MarkKind
@@ -123,7 +128,9 @@ class FlowChecker:
                 report(loc, "missing-target", f"target {value!r} is not a node in this flow")
             elif kind == "prompt_id" and value not in self.doc.prompts:
                 report(loc, "unknown-prompt", f"unknown prompt id {value!r}")
-            elif kind == "prompt_file" and "{{" not in value:
+            elif kind == "prompt_file" and "{{" in value:
+                self._templated_prompt_file(loc, value)
+            elif kind == "prompt_file":
                 if not (self.parsed.path.parent / value).is_file():
                     report(loc, "missing-prompt-file", f"prompt file {value!r} does not exist")
             elif kind == "schedule_ref" and value not in self.doc.schedules:
@@ -136,9 +143,28 @@ class FlowChecker:
                 except ExpressionError as exc:
                     report(loc, "bad-expression", f"bad expression: {exc.message}", offset=exc.offset)
 
+    def _templated_prompt_file(self, loc: Loc, value: str) -> None:
+        """A templated file path is rendered per call, so only its holes and its fixed parts can be
+        checked: the rendered path must stay in the flow's directory."""
+        try:
+            check_template(value)
+        except ExpressionError as exc:
+            self.parsed.report(loc, "bad-expression", f"bad expression: {exc.message}", offset=exc.offset)
+            return
+        fixed = template_literal(value)
+        if fixed.startswith(("/", "\\")) or ".." in fixed.replace("\\", "/").split("/"):
+            self.parsed.report(loc, "bad-prompt-file", f"templated prompt file {value!r} must be a path "
+                               "inside the flow's directory (no leading '/', no '..')")
+
     def _outcomes(self) -> None:
         defaults = self.doc.outcome_defaults
         for node in self.nodes.values():
+            if node.terminal:
+                if node.next is not None:
+                    what = "the call" if node.type == "hangup" else "the flow"
+                    self.parsed.report((*self.locs[node.id], "next"), "next-on-terminal",
+                                       f"{node.type} ends {what}; it takes no next", key=True)
+                continue
             rules = node.outcome_rules(self.doc.input_defaults)
             routed = {outcome: loc for outcome, _, loc in node.routes()}
             loc = self.locs[node.id]
@@ -154,8 +180,6 @@ class FlowChecker:
                         self.parsed.report(where, "unknown-outcome", f"{node.type} node {node.id!r} has no "
                                            f"outcome {outcome!r} (known: {', '.join(rules) or 'none'})",
                                            key=True)
-            if node.terminal:
-                continue
             for outcome, rule in rules.items():
                 if rule != REQUIRED or outcome in routed or outcome in defaults:
                     continue
@@ -167,6 +191,8 @@ class FlowChecker:
                                        f"{node.type} node {node.id!r} does not handle outcome {outcome!r}")
 
     def _edges(self, node: NodeBase) -> list[str]:
+        if node.terminal:
+            return []  # a terminal node's stray next is reported once, as next-on-terminal
         return [target for _, target, _ in node.routes() if target in self.nodes]
 
     def _reachability(self) -> None:
@@ -228,6 +254,8 @@ class FlowChecker:
                 continue
             child = self.known[node.flow]
             returned = sorted({n.outcome for n in child.nodes if isinstance(n, ReturnNode)})
+            if isinstance(node.next, str):
+                continue  # next: <node> takes every returned outcome
             routed = {outcome for outcome, _, _ in node.routes()}
             for outcome in returned:
                 if outcome not in routed and outcome not in self.doc.outcome_defaults:
@@ -279,6 +307,59 @@ def _strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
     return out
 
 
+def _has_errors(item: ParsedFlow) -> bool:
+    return item.document is None or any(p.is_error for p in item.problems)
+
+
+def _subflow_calls(item: ParsedFlow) -> Iterator[tuple[SubflowNode, Loc]]:
+    seen: set[str] = set()
+    for node in item.nodes:
+        if isinstance(node, SubflowNode) and node.id not in seen:
+            seen.add(node.id)
+            yield node, item.node_locs[node.id]
+
+
+def _check_subflow_calls(parsed: list[ParsedFlow], known: dict[str, ParsedFlow]) -> None:
+    """Checks that need every file's own verdict first.
+
+    A call to a flow with errors is an error of the caller too (the server would not load the
+    callee, so the call would fail at run time), repeated until no new caller turns invalid. A mapped
+    outcome that a valid callee never returns is a warning: the route is dead, but harmless.
+    """
+    reported: set[tuple[int, str]] = set()
+    changed = True
+    while changed:
+        changed = False
+        for item in parsed:
+            if item.document is None:
+                continue
+            for node, loc in _subflow_calls(item):
+                child = known.get(node.flow)
+                if child is None or child is item or not _has_errors(child):
+                    continue
+                if (id(item), node.id) in reported:
+                    continue
+                reported.add((id(item), node.id))
+                changed = True
+                errors = sum(p.is_error for p in child.problems)
+                item.report((*loc, "flow"), "invalid-subflow",
+                            f"subflow {node.flow!r} is invalid ({errors} error(s) in {child.path})")
+    for item in parsed:
+        if item.document is None or known.get(item.document.flow.id) is not item:
+            continue
+        for node, loc in _subflow_calls(item):
+            child = known.get(node.flow)
+            if child is None or _has_errors(child) or isinstance(node.next, str):
+                continue
+            returned = sorted({n.outcome for n in child.nodes if isinstance(n, ReturnNode)})
+            for outcome, _, route_loc in node.routes():
+                if outcome not in returned:
+                    item.report((*loc, *route_loc), "unknown-outcome",
+                                f"subflow node {node.id!r} maps outcome {outcome!r}, which flow "
+                                f"{node.flow!r} never returns (it returns: {', '.join(returned) or 'none'})",
+                                "warning", key=True)
+
+
 def check_flows(parsed: list[ParsedFlow]) -> None:
     """Run semantic checks across a set of parsed files, appending to each file's problems."""
     known: dict[str, ParsedFlow] = {}
@@ -296,6 +377,8 @@ def check_flows(parsed: list[ParsedFlow]) -> None:
     for item in parsed:
         if item.document is not None:
             FlowChecker(item, known).run()
+    _check_subflow_calls(parsed, known)
+    for item in parsed:
         item.problems.sort(key=lambda p: (p.line, p.column))
 
 
@@ -318,5 +401,16 @@ def parse_paths(paths: Iterable[str | Path]) -> list[ParsedFlow]:
 
 
 def validate_paths(paths: Iterable[str | Path]) -> list[Problem]:
-    """Every problem in the given flow files (and directories), subflow ids resolved across them all."""
-    return [problem for item in parse_paths(paths) for problem in item.problems]
+    """Every problem in the given flow files (and directories).
+
+    Subflow ids resolve across the given files and the ``*.yaml``/``*.yml`` files beside them, as the
+    server loads a whole directory; the neighbours' own problems are not reported unless they were
+    given too.
+    """
+    named = expand_paths(paths)
+    wanted = {path.resolve() for path in named}
+    folders = sorted({path.parent for path in named})
+    neighbours = [p for p in expand_paths(folders) if p.resolve() not in wanted]
+    parsed = [parse_file(path) for path in named]
+    check_flows([*parsed, *(parse_file(path) for path in dict.fromkeys(neighbours))])
+    return [problem for item in parsed for problem in item.problems]

@@ -80,3 +80,29 @@ def test_templates() -> None:
     assert info.value.offset == len("Hi {{ ")
     with pytest.raises(ExpressionError, match="unclosed"):
         check_template("Hi {{ pin")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("n & 1", "the & operator is not allowed in expressions"),
+        ("n | 1", "the | operator is not allowed in expressions"),
+        ("~n", "the ~ operator is not allowed in expressions"),
+        ("n << 2", "the << operator is not allowed in expressions"),
+        ("{1, 2}", "set literals are not allowed in expressions"),
+        ("{'a': 1}", "dict literals are not allowed in expressions"),
+        ("n is None", "'is' (use ==) is not allowed in expressions"),
+        ("items[0:1]", "slices are not allowed in expressions"),
+    ],
+)
+def test_refusals_are_worded_for_people(text: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(text)
+    assert info.value.message == message
+
+
+def test_urlencode_makes_a_query_value_safe() -> None:
+    env = {**ENV, "caller": "+49 30/123&x=1", "none": None}
+    url = render_template("https://crm.test/find?number={{ urlencode(caller) }}", env)
+    assert url == "https://crm.test/find?number=%2B49%2030%2F123%26x%3D1"
+    assert render_template("{{ urlencode(none) }}{{ urlencode(n) }}", env) == "7"

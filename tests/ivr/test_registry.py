@@ -88,3 +88,55 @@ def test_subflows_resolve_within_a_generation(tmp_path: Path) -> None:
     registry.reload()
     assert registry.get("child") is None and registry.get("parent") is None
     assert parent.library["child"].id == "child"
+
+
+CHILD = "flow: {id: child, entry: r}\nnodes:\n  - {id: r, type: return, outcome: done}\n"
+PARENT = ("flow: {{id: parent, version: {v}, entry: s}}\nnodes:\n"
+          "  - {{id: s, type: subflow, flow: {child}, next: {{done: h}}}}\n  - {{id: h, type: hangup}}\n")
+
+
+def _rejections(caplog: pytest.LogCaptureFixture, path: Path) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "flow file rejected"
+            and getattr(r, "path", None) == str(path)]
+
+
+def test_a_parent_dropped_for_its_subflow_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    parent_file, child_file = tmp_path / "parent.yaml", tmp_path / "child.yaml"
+    _write(child_file, CHILD, 0)
+    _write(parent_file, PARENT.format(v=1, child="child"), 0)
+    registry = FlowRegistry(tmp_path)
+    assert registry.ids() == ["child", "parent"] and registry.problems == {}
+    with caplog.at_level(logging.ERROR, logger="helpline.ivr.registry"):
+        child_file.unlink()
+        assert registry.reload()
+    assert registry.ids() == []
+    assert any("unknown subflow id 'child'" in line for line in registry.problems[parent_file])
+    (record,) = _rejections(caplog, parent_file)
+    assert record.kept_last_good is False  # type: ignore[attr-defined]
+    # the subflow comes back: the parent, unchanged on disk, is taken in again
+    _write(child_file, CHILD, 30)
+    assert registry.reload()
+    assert registry.ids() == ["child", "parent"] and registry.problems == {}
+
+
+def test_a_changed_parent_whose_new_subflow_is_invalid_keeps_its_last_good(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    parent_file, child_file = tmp_path / "parent.yaml", tmp_path / "child.yaml"
+    _write(child_file, CHILD, 0)
+    _write(parent_file, PARENT.format(v=1, child="child"), 0)
+    registry = FlowRegistry(tmp_path)
+    served = registry.get("parent")
+    with caplog.at_level(logging.ERROR, logger="helpline.ivr.registry"):
+        _write(tmp_path / "child2.yaml", CHILD.replace("child", "child2").replace("done", "d one"), 0)
+        _write(parent_file, PARENT.format(v=2, child="child2"), 10)
+        assert registry.reload()
+    assert registry.get("parent") is served and registry.ids() == ["child", "parent"]
+    assert any("subflow 'child2' is invalid" in line for line in registry.problems[parent_file])
+    assert registry.problems[tmp_path / "child2.yaml"]
+    (record,) = _rejections(caplog, parent_file)
+    assert record.kept_last_good is True  # type: ignore[attr-defined]
+    status = {s.path: s for s in registry.catalog()}
+    assert status[str(tmp_path / "child2.yaml")].flow_id is None

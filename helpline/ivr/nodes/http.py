@@ -55,7 +55,7 @@ class HttpNode(NodeBase):
         headers = {k: ctx.render(v) for k, v in self.headers.items()}
         if isinstance(self.body, dict):
             headers.setdefault("Content-Type", "application/json")
-        report: dict[str, Any] = {"method": self.method, "url": url}
+        report: dict[str, Any] = {"method": self.method, "url": ctx.render_shown(self.url)}
         try:
             response = await ctx.channel.http.request(
                 self.method, url, headers=headers, body=self._body(ctx), timeout=self.timeout

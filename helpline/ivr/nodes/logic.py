@@ -90,6 +90,6 @@ class MilestoneNode(NodeBase):
     data: dict[str, Template] = Field(default_factory=dict)
 
     async def run(self, ctx: RunContext) -> str | FlowEnd:
-        data = {key: ctx.render(value) for key, value in self.data.items()}
+        data = {key: ctx.render_shown(value) for key, value in self.data.items()}
         ctx.emit("ivr.milestone", {"name": self.name, "data": data})
         return "next"

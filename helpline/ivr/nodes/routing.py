@@ -58,10 +58,11 @@ class TransferNode(NodeBase):
 
     async def run(self, ctx: RunContext) -> str:
         target = ctx.render(self.target).strip()
+        shown = ctx.render_shown(self.target).strip()
         if not TARGET.match(target):
-            raise FlowError(f"transfer target {target!r} is not a sip: URI or an E.164 number")
+            raise FlowError(f"transfer target {shown!r} is not a sip: URI or an E.164 number")
         result = await ctx.channel.transfer(target, self.ring_timeout)
-        ctx.emit("ivr.transfer", {"target": target, "result": result})
+        ctx.emit("ivr.transfer", {"target": shown, "result": result})
         return result
 
 

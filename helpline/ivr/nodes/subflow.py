@@ -26,8 +26,9 @@ CALL_ENDING = ("hangup", "transferred", "answered")
 
 
 class SubflowNode(NodeBase):
-    """Run flow ``flow`` with ``inputs``; its ``return`` outcome routes here, its outputs land in
-    variables (all of them, or as renamed by ``outputs: {local_var: output_name}``).
+    """Run flow ``flow`` with ``inputs``; its ``return`` outcome routes here (``next: {outcome: node}``,
+    or ``next: node`` for every outcome), its outputs land in variables (all of them, or as renamed by
+    ``outputs: {local_var: output_name}``).
 
     The child's own unhandled errors become an error of this node, so ``on_error`` inherits
     subflow → node → flow.
@@ -41,6 +42,12 @@ class SubflowNode(NodeBase):
 
     def outcome_rules(self, defaults: InputSettings) -> dict[str, OutcomeRule]:
         return {name: OutcomeRule() for name, _, _ in self.routes()}
+
+    def route_for(self, outcome: str) -> str | None:
+        """``next: node`` as a plain string takes every outcome the child returns."""
+        if isinstance(self.next, str):
+            return self.next
+        return super().route_for(outcome)
 
     async def run(self, ctx: RunContext) -> str | FlowEnd:
         child_flow = ctx.flow.library.get(self.flow)
