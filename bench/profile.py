@@ -53,6 +53,31 @@ def _module_of(path: str) -> str:
     return ".".join(parts[:3] if parts[0] == "helpline" else parts[:2])
 
 
+_COMPONENTS = (  # module prefix -> component; a sample goes to its innermost frame that matches
+    ("helpline.store", "store (SQLAlchemy + SQLite)"),
+    ("sqlalchemy", "store (SQLAlchemy + SQLite)"),
+    ("aiosqlite", "store (SQLAlchemy + SQLite)"),
+    ("greenlet", "store (SQLAlchemy + SQLite)"),
+    ("helpline.events.metrics", "metrics (prometheus)"),
+    ("prometheus_client", "metrics (prometheus)"),
+    ("helpline.events", "event bus"),
+    ("helpline.sbc_bridge", "SIP edge (sbc_bridge + aiosipua)"),
+    ("aiosipua", "SIP edge (sbc_bridge + aiosipua)"),
+    ("helpline.voice", "media (voice)"),
+    ("helpline.calls", "call control (calls)"),
+    ("helpline.ivr", "IVR"),
+    ("helpline.logs", "logging"),
+    ("stdlib.logging", "logging"),
+    ("helpline.web", "HTTP"),
+    ("uvicorn", "HTTP"),
+    ("starlette", "HTTP"),
+)
+
+
+def _component(module: str) -> str | None:
+    return next((name for prefix, name in _COMPONENTS if module.startswith(prefix)), None)
+
+
 def _frame(raw: str) -> tuple[str, str]:
     """(function label, module) of one collapsed-stack frame."""
     m = _FRAME.match(raw)
@@ -68,6 +93,7 @@ def fold(raw_file: Path, top: int) -> dict[str, Any]:
     incl_fn: collections.Counter[str] = collections.Counter()
     self_mod: collections.Counter[str] = collections.Counter()
     incl_mod: collections.Counter[str] = collections.Counter()
+    by_comp: collections.Counter[str] = collections.Counter()
     total = 0
     in_threads = 0
     for line in raw_file.read_text().splitlines():
@@ -79,8 +105,13 @@ def fold(raw_file: Path, top: int) -> dict[str, Any]:
         frames = [_frame(f) for f in stack.split(";") if f]
         if not frames:
             continue
-        if frames[0][0].startswith("Thread._bootstrap"):
-            in_threads += count  # worker threads (aiosqlite, to_thread), not the event loop
+        if any(f.startswith("Thread._bootstrap") for f, _ in frames[:8]):
+            # Worker threads (aiosqlite, to_thread): py-spy counts them active while SQLite waits on
+            # disk; their real CPU is in thread_cpu_pct. The tables are the event loop's share.
+            in_threads += count
+            continue
+        comp = next((c for c in (_component(m) for _, m in reversed(frames)) if c), None)
+        by_comp[comp or "event loop itself (uvloop C, asyncio)"] += count
         leaf_fn, leaf_mod = frames[-1]
         self_fn[leaf_fn] += count
         self_mod[leaf_mod] += count
@@ -89,12 +120,16 @@ def fold(raw_file: Path, top: int) -> dict[str, Any]:
         for mod in {m for _, m in frames}:
             incl_mod[mod] += count
 
+    loop_samples = total - in_threads
+
     def share(c: collections.Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)] if total else []
+        return [(k, round(100 * v / loop_samples, 1)) for k, v in c.most_common(top)] if loop_samples else []
 
     return {
         "samples": total,
+        "loop_samples": loop_samples,
         "worker_thread_pct": round(100 * in_threads / total, 1) if total else 0.0,
+        "by_component": share(by_comp),
         "self_by_function": share(self_fn),
         "inclusive_by_function": share(incl_fn),
         "self_by_module": share(self_mod),
@@ -102,16 +137,32 @@ def fold(raw_file: Path, top: int) -> dict[str, Any]:
     }
 
 
-def _py_spy(pid: int, seconds: float, out: Path, fmt: str, rate: int) -> subprocess.Popen[bytes]:
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of ``pid`` ("<tid> <name>"): the event loop vs aiosqlite and to_thread."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[f"{task.name} {name}"] = (int(fields[11]) + int(fields[12])) / run.CLK_TCK
+    return out
+
+
+def _py_spy(pid: int, seconds: float, out: Path, rate: int, native: bool) -> subprocess.Popen[bytes]:
     cmd = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
-           "--nonblocking", "--format", fmt, "-o", str(out)]
+           "--format", "raw", "-o", str(out)]
+    # --native needs the target paused while its native stack is read; otherwise never pause it.
+    cmd += ["--native"] if native else ["--nonblocking"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _active_calls(http_port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=1) as resp:
-            return int(json.load(resp).get("active_calls", 0))
+            return int(json.load(resp).get("app", {}).get("active_calls", 0))
     except (OSError, ValueError):
         return -1
 
@@ -127,6 +178,7 @@ def main() -> int:
     parser.add_argument("--sample-rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--native", action="store_true", help="include C frames (uvloop, sqlite3)")
     parser.add_argument("--name", default=None, help="output name (default profile-<mode>)")
     args = parser.parse_args()
     if not PY_SPY.exists():
@@ -153,8 +205,9 @@ def main() -> int:
             cpu0 = run._cpu_seconds(proc.pid)
             t0 = time.monotonic()
             info: dict[str, Any] = {"mode": args.mode, "log_level": args.log_level}
+            threads0 = _thread_cpu(proc.pid)
             if args.mode == "rate":
-                spy = _py_spy(proc.pid, args.seconds, raw, "raw", args.sample_rate)
+                spy = _py_spy(proc.pid, args.seconds, raw, args.sample_rate, args.native)
                 step = run._sipp_rate_step(5060, args.rate, args.seconds, proc.pid, run.DID_SHORT, work)
                 info["load"] = dict(vars(step), sustained=step.sustained)
                 calls = step.ok
@@ -169,8 +222,9 @@ def main() -> int:
                     time.sleep(0.2)
                 time.sleep(1.5)  # past the load's warm-up
                 cpu0 = run._cpu_seconds(proc.pid)
+                threads0 = _thread_cpu(proc.pid)
                 t0 = time.monotonic()
-                spy = _py_spy(proc.pid, args.seconds, raw, "raw", args.sample_rate)
+                spy = _py_spy(proc.pid, args.seconds, raw, args.sample_rate, args.native)
                 out, _ = load.communicate(timeout=args.seconds + 120)
                 lines = [ln for ln in out.splitlines() if ln.startswith("{")]
                 info["load"] = json.loads(lines[-1]) if lines else {"error": "no rtp_load result"}
@@ -178,6 +232,12 @@ def main() -> int:
             spy.wait(args.seconds + 30)
             elapsed = time.monotonic() - t0
             cpu = run._cpu_seconds(proc.pid) - cpu0
+            threads1 = _thread_cpu(proc.pid)
+            info["thread_cpu_pct"] = {
+                name: round(100 * (t - threads0.get(name, 0.0)) / elapsed, 1)
+                for name, t in sorted(threads1.items(), key=lambda kv: -kv[1])
+                if t - threads0.get(name, 0.0) > 0
+            }
             info["server_cpu_pct"] = round(100 * cpu / elapsed, 1)
             if calls:
                 info["server_cpu_ms_per_call"] = round(1000 * cpu / calls, 3)
@@ -192,8 +252,10 @@ def main() -> int:
     (run.RESULTS / f"{name}.json").write_text(json.dumps(info, indent=2, default=str))
     p = info["profile"]
     print(json.dumps({k: v for k, v in info.items() if k != "profile"}, default=str))
-    for key in ("inclusive_by_module", "self_by_module", "self_by_function", "inclusive_by_function"):
-        print(f"\n{key} ({p['samples']} samples, {p['worker_thread_pct']} % in worker threads)")
+    tables = ("by_component", "inclusive_by_module", "self_by_module", "self_by_function",
+              "inclusive_by_function")
+    for key in tables:
+        print(f"\n{key}, % of the event loop thread's {p['loop_samples']} samples")
         for label, pct in p[key]:
             print(f"  {pct:5.1f} %  {label}")
     print(f"\nwritten {run.RESULTS / (name + '.json')} and {raw}")
