@@ -101,6 +101,7 @@ class SipLeg:
         self.local_sdp: bytes | None = None
         self.ended = False
         self._bye_pending = False
+        self._acked = asyncio.Event()
         self._transfer: asyncio.Future[int] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -184,6 +185,16 @@ class SipLeg:
     async def refer(self, target_uri: str, timeout: float) -> str:
         if self.ended or self.call.dialog.state != DialogState.CONFIRMED:
             return "failed"
+        if self.call._retrans_task is not None:
+            # Our 200 is still unacknowledged: a REFER now could overtake it at the peer, which then
+            # cannot match the dialog (seen with fast peers). Wait for the ACK, as for BYE (RFC 3261 §15).
+            try:
+                async with asyncio.timeout(min(timeout, 32.0)):
+                    await self._acked.wait()
+            except TimeoutError:
+                return "failed"
+            if self.ended:
+                return "failed"
         request = self.uas.build_in_dialog(self.call, "REFER")
         request.headers.set_single("Refer-To", f"<{target_uri}>")
         self._transfer = asyncio.get_running_loop().create_future()
@@ -215,6 +226,7 @@ class SipLeg:
             self._transfer.set_result(status)
 
     def acked(self) -> None:
+        self._acked.set()
         if self._bye_pending:
             self._bye_pending = False
             self.send_bye()

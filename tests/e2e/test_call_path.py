@@ -214,10 +214,10 @@ async def test_blind_transfer_through_the_trunk(
     """REFER to the trunk: a 200 sipfrag hands the caller over; busy and refusal take the flow's outcomes."""
     async with await SipUac.open() as uac, await RtpProbe.open() as probe:
         call = await uac.invite(
-            f"sip:+18005550105@127.0.0.1:{server.sip_port}", make_sdp_offer(probe.local_port)
+            f"sip:+18005550105@127.0.0.1:{server.sip_port}", make_sdp_offer(probe.local_port),
+            refer_status=sipfrag,
         )
         assert call.status == 200
-        call.accept_refer(sipfrag)
         refer_to = await call.wait_refer(10)
         assert refer_to is not None and "+15551239999" in refer_to
         assert await call.wait_remote_bye(10), "Helpline keeps no leg after the transfer ends"

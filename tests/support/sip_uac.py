@@ -283,6 +283,7 @@ class SipUac:
         headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
         wait_final: bool = True,
+        refer_status: int | None = None,
     ) -> UacCall:
         """Send an INVITE to ``target`` (a sip: URI); waits for the final response unless told not to.
 
@@ -290,6 +291,7 @@ class SipUac:
         then ``await call.wait_final(timeout)``.
         """
         call = UacCall(self, target, remote or _uri_host_port(target), caller, caller_name, sdp, headers)
+        call.accept_refer(refer_status)  # set before the INVITE: a REFER may follow the 200 at once
         self._dialogs[call.call_id] = call
         await call._invite(timeout, wait_final)
         return call
