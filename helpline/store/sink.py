@@ -1,24 +1,30 @@
 """Bus sink that persists domain events: CDR rows, per-call event logs and security events.
 
 ``publish`` only appends to an in-memory queue; a background task writes batches (one transaction per
-batch, every ``flush_interval`` or ``batch_size`` events). One queue and one writer keep each call's
-events in publish order. Database errors are retried with backoff; a batch that keeps failing for a
-reason other than connectivity is split so one bad event cannot hold the others back, and an event
-that still fails alone is logged with its type and call id and counted in ``failed``.
+batch, every ``flush_interval`` or as soon as ``batch_size`` events wait). One queue and one writer keep
+each call's events in publish order. A batch costs a handful of statements whatever its size: one
+INSERT of its new CDRs, one UPDATE per set of CDR columns it changes, one INSERT of its call events
+and one of its security events; each open call's next ``seq`` is kept in memory, so only a call this
+process has not seen yet (after a restart) is looked up. Database errors are retried with backoff; a
+batch that keeps failing for a reason other than connectivity is split so one bad event cannot hold the
+others back, and an event that still fails alone is logged with its type and call id and counted in
+``failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpline.events.dispositions import DISPOSITIONS
 from helpline.events.model import DomainEvent
@@ -28,6 +34,15 @@ from helpline.store.store import Store
 logger = logging.getLogger(__name__)
 
 _OFFERED_FIELDS = ("sip_call_id", "trunk", "caller", "caller_name", "did", "pai", "verstat", "transport")
+_CALL_CLOSERS = frozenset({"call.ended", "call.refused"})
+_CALLS = cast(Table, Call.__table__)
+_CALL_EVENTS = cast(Table, CallEvent.__table__)
+_SECURITY_EVENTS = cast(Table, SecurityEvent.__table__)
+# New CDRs of a batch go in one executemany INSERT, so every row names every column.
+_NO_CDR: dict[str, Any] = dict.fromkeys(_CALLS.columns.keys())
+_CALL_ID_PARAM = "cdr_id"
+# SET comes from each parameter set's column keys; all sets of one executemany share their keys.
+_UPDATE_CALL = update(_CALLS).where(_CALLS.c.id == bindparam(_CALL_ID_PARAM))
 
 
 class StoreSink:
@@ -38,8 +53,9 @@ class StoreSink:
         store: Store,
         *,
         batch_size: int = 500,
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.25,
         max_pending: int = 100_000,
+        max_tracked_calls: int = 50_000,
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
         attempts_before_split: int = 3,
@@ -51,6 +67,11 @@ class StoreSink:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._attempts_before_split = attempts_before_split
+        self._max_tracked_calls = max_tracked_calls
+        # call id -> last event seq written, for calls with a stored CDR that have not ended. This sink
+        # is the only writer of these tables, so a call found here needs no query; one missing from it
+        # (a restart, an evicted or a never-offered call) is looked up once.
+        self._last_seq: dict[str, int] = {}
         self._pending: deque[DomainEvent] = deque()
         self._wakeup = asyncio.Event()
         self._batch_ready = asyncio.Event()
@@ -134,7 +155,9 @@ class StoreSink:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if len(self._pending) < self._batch_size and not self._closing:
+            # Wait for more events only if nobody needs these now. A flush() that came before this
+            # point is a waiter, not only a set event, so clearing the event cannot lose it.
+            if len(self._pending) < self._batch_size and not self._closing and not self._waiters:
                 self._batch_ready.clear()
                 try:
                     async with asyncio.timeout(self._flush_interval):
@@ -161,7 +184,7 @@ class StoreSink:
         attempts = 0
         while True:
             try:
-                await self._write(batch)
+                await self._write(batch, verify=attempts > 0)
             except Exception as exc:
                 attempts += 1
                 self.db_errors += 1
@@ -197,61 +220,117 @@ class StoreSink:
             extra={"event_type": event.type, "call_id": event.call_id, "failed": self.failed},
         )
 
-    async def _write(self, batch: list[DomainEvent]) -> None:
-        async with self._store.sessions.begin() as session:
-            call_ids = list(dict.fromkeys(e.call_id for e in batch if e.call_id is not None))
-            existing, last_seq = await _known_calls(session, call_ids)
-            new_calls: dict[str, dict[str, Any]] = {}
-            updates: dict[str, dict[str, Any]] = {}
-            event_rows: list[dict[str, Any]] = []
-            security_rows: list[dict[str, Any]] = []
-            for event in batch:
-                data = _jsonable(event)
-                if event.call_id is not None:
-                    changes = cdr_changes(event)
-                    if event.call_id in existing:
-                        updates.setdefault(event.call_id, {}).update(changes)
-                    else:
-                        if event.call_id not in new_calls and event.type != "call.offered":
-                            logger.warning(
-                                "event for a call never offered; creating its CDR from it",
-                                extra={"event_type": event.type, "call_id": event.call_id},
-                            )
-                        new_calls.setdefault(event.call_id, {"id": event.call_id, "started_at": event.at})
-                        new_calls[event.call_id].update(changes)
-                    seq = last_seq[event.call_id] = last_seq.get(event.call_id, 0) + 1
-                    event_rows.append(
-                        {"call_id": event.call_id, "seq": seq, "at": event.at, "type": event.type,
-                         "node_id": event.node_id, "data": data}
-                    )  # fmt: skip
-                if event.type.startswith("security."):
-                    security_rows.append(
-                        {"at": event.at, "type": event.type, "source": _address(event.data.get("source")),
-                         "transport": _text(event.data.get("transport")), "data": data}
-                    )  # fmt: skip
-            # Rows differ in which columns they set, so each new call is its own INSERT.
-            for row in new_calls.values():
-                await session.execute(insert(Call).values(**row))
-            for call_id, changes in updates.items():
-                if changes:
-                    await session.execute(update(Call).where(Call.id == call_id).values(**changes))
-            if event_rows:
-                await session.execute(insert(CallEvent), event_rows)
-            if security_rows:
-                await session.execute(insert(SecurityEvent), security_rows)
+    async def _write(self, batch: list[DomainEvent], *, verify: bool = False) -> None:
+        async with self._store.engine.begin() as connection:
+            written = await connection.run_sync(self._write_rows, batch, verify)
+        self._remember(written)
+
+    def _write_rows(self, connection: Connection, batch: list[DomainEvent], verify: bool) -> _Written:
+        """One batch's statements, run inside one greenlet (one hop per batch, not per statement):
+        new calls in one INSERT, CDR updates grouped by the columns they set, events in one INSERT.
+
+        ``verify`` (a retry) looks every call up instead of trusting memory: the failed attempt may
+        have committed after all, and the rows it wrote must not be counted twice."""
+        known = self._last_seq
+        first_type: dict[str, str] = {}
+        for event in batch:
+            if event.call_id is not None and event.call_id not in first_type:
+                first_type[event.call_id] = event.type
+        seqs: dict[str, int] = {}
+        unknown: list[str] = []
+        for seen, type_ in first_type.items():
+            if not verify and seen in known:
+                seqs[seen] = known[seen]
+            elif verify or type_ != "call.offered":
+                unknown.append(seen)
+            # else: call.offered opens a call (ids are fresh uuid4s), so its CDR is new: no lookup.
+        if unknown:
+            seqs.update(_stored_calls(connection, unknown))
+        new_calls: dict[str, dict[str, Any]] = {}
+        updates: dict[str, dict[str, Any]] = {}
+        event_rows: list[dict[str, Any]] = []
+        security_rows: list[dict[str, Any]] = []
+        ended: set[str] = set()
+        for event in batch:
+            call_id = event.call_id
+            data = _jsonable(event)
+            if call_id is not None:
+                changes = cdr_changes(event)
+                if call_id in new_calls:
+                    new_calls[call_id].update(changes)
+                    seq = seqs[call_id]
+                elif call_id in seqs:  # its CDR is stored already
+                    if changes:
+                        updates.setdefault(call_id, {}).update(changes)
+                    seq = seqs[call_id]
+                else:
+                    if event.type != "call.offered":
+                        logger.warning(
+                            "event for a call never offered; creating its CDR from it",
+                            extra={"event_type": event.type, "call_id": call_id},
+                        )
+                    new_calls[call_id] = dict(_NO_CDR, id=call_id, started_at=event.at) | changes
+                    seq = 0
+                seqs[call_id] = seq + 1
+                event_rows.append(
+                    {"call_id": call_id, "seq": seq + 1, "at": event.at, "type": event.type,
+                     "node_id": event.node_id, "data": data}
+                )  # fmt: skip
+                if event.type in _CALL_CLOSERS:
+                    ended.add(call_id)
+            if event.type.startswith("security."):
+                security_rows.append(
+                    {"at": event.at, "type": event.type, "source": _address(event.data.get("source")),
+                     "transport": _text(event.data.get("transport")), "data": data}
+                )  # fmt: skip
+        if new_calls:
+            connection.execute(insert(_CALLS), list(new_calls.values()))
+        for params in _group_by_columns(updates):
+            connection.execute(_UPDATE_CALL, params)
+        if event_rows:
+            connection.execute(insert(_CALL_EVENTS), event_rows)
+        if security_rows:
+            connection.execute(insert(_SECURITY_EVENTS), security_rows)
+        return _Written(seqs, ended)
+
+    def _remember(self, written: _Written) -> None:
+        """After a commit: the calls' last seq, minus calls that ended, within ``max_tracked_calls``."""
+        known = self._last_seq
+        known.update(written.seqs)
+        for call_id in written.ended:
+            del known[call_id]
+        excess = len(known) - self._max_tracked_calls
+        if excess > 0:
+            for call_id in list(itertools.islice(known, excess)):
+                del known[call_id]
 
 
-async def _known_calls(session: AsyncSession, call_ids: list[str]) -> tuple[set[str], dict[str, int]]:
-    """Which calls already have a CDR, and the last event seq of each."""
-    if not call_ids:
-        return set(), {}
-    existing = set((await session.scalars(select(Call.id).where(Call.id.in_(call_ids)))).all())
-    seqs = await session.execute(
-        select(CallEvent.call_id, func.max(CallEvent.seq))
-        .where(CallEvent.call_id.in_(call_ids))
-        .group_by(CallEvent.call_id)
+@dataclass(frozen=True, slots=True)
+class _Written:
+    seqs: dict[str, int]
+    """Each call's last event seq after the batch."""
+    ended: set[str]
+    """Calls whose call.ended/call.refused the batch wrote: no more events expected."""
+
+
+def _stored_calls(connection: Connection, call_ids: list[str]) -> dict[str, int]:
+    """Which of these calls already have a CDR, with their last event seq (0 if none)."""
+    rows = connection.execute(
+        select(_CALLS.c.id, func.coalesce(func.max(_CALL_EVENTS.c.seq), 0))
+        .select_from(_CALLS.outerjoin(_CALL_EVENTS, _CALL_EVENTS.c.call_id == _CALLS.c.id))
+        .where(_CALLS.c.id.in_(call_ids))
+        .group_by(_CALLS.c.id)
     )
-    return existing, {row[0]: row[1] for row in seqs}
+    return {call_id: seq for call_id, seq in rows}
+
+
+def _group_by_columns(updates: Mapping[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """CDR updates as executemany parameter lists, one list per set of columns changed."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for call_id, changes in updates.items():
+        if changes:
+            groups.setdefault(frozenset(changes), []).append({**changes, _CALL_ID_PARAM: call_id})
+    return list(groups.values())
 
 
 def cdr_changes(event: DomainEvent) -> dict[str, Any]:
@@ -323,16 +402,59 @@ def _address(value: Any) -> str | None:
 
 
 def _jsonable(event: DomainEvent) -> dict[str, Any]:
-    """The event's data as plain JSON (no NaN, unknown objects as text), so the database accepts it."""
+    """The event's data as plain JSON types, so the database's JSON serialiser accepts it: tuples and
+    sets become lists, mappings dicts, times ISO text, NaN/infinity and unknown objects text."""
     try:
-        result: dict[str, Any] = json.loads(json.dumps(dict(event.data), default=str, allow_nan=False))
-        return result
-    except (TypeError, ValueError) as exc:
+        return cast(dict[str, Any], _json_value(event.data))
+    except RecursionError as exc:  # a reference cycle, or absurd nesting
         logger.warning(
             "event data is not JSON-able (%s); storing its repr", exc,
             extra={"event_type": event.type, "call_id": event.call_id},
         )  # fmt: skip
         return {"unserialisable": repr(dict(event.data))}
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` itself when it is plain JSON already (the usual case: nothing is copied), else a
+    converted copy."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or _json_value(item) is not item:
+                return _json_object(value)
+        return value
+    if kind is list:
+        for item in value:
+            if _json_value(item) is not item:
+                return [_json_value(i) for i in value]
+        return value
+    if isinstance(value, Mapping):
+        return _json_object(value)
+    if isinstance(value, list | tuple | set | frozenset | deque):
+        return [_json_value(i) for i in value]
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, int | float):  # enums and other subclasses: their number
+        return _json_value(float(value) if isinstance(value, float) else int(value))
+    if isinstance(value, str):
+        return str.__str__(value)  # a str enum's value, not "Cls.MEMBER"
+    return str(value)
+
+
+def _json_object(value: Mapping[Any, Any]) -> dict[str, Any]:
+    return {_json_key(key): _json_value(item) for key, item in value.items()}
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, bool):
+        return "null" if key is None else ("true" if key else "false")
+    return str(key)
 
 
 def _is_connectivity_error(exc: BaseException) -> bool:

@@ -7,7 +7,9 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -150,6 +152,22 @@ async def test_a_lone_event_is_written_by_the_timer(migrated_store: Store) -> No
     await sink.aclose()
 
 
+async def test_flush_does_not_wait_for_the_timer(migrated_store: Store) -> None:
+    sink = StoreSink(migrated_store, batch_size=5, flush_interval=600)
+    sink.start()
+    for i in range(12):  # more than two batches: the last, short one is flushed too
+        sink(ev("security.malformed", None, i))
+    async with asyncio.timeout(10):  # far below the interval: flush() itself triggered the writes
+        await sink.flush()
+    assert sink.written == 12 and sink.batches == 3
+    sink(ev("security.malformed", None, 13))
+    await asyncio.sleep(0)  # the writer is now waiting out its interval
+    async with asyncio.timeout(10):
+        await sink.flush()
+    assert sink.written == 13
+    await sink.aclose()
+
+
 async def test_seq_continues_after_a_restart(migrated_store: Store) -> None:
     cid = "d" * 32
     first = StoreSink(migrated_store)
@@ -268,3 +286,126 @@ async def test_a_full_queue_drops_and_counts(migrated_store: Store, caplog: pyte
     await sink.aclose()
     page = await migrated_store.calls.list_security_events()
     assert len(page.items) == 5
+
+
+async def _events_of(store: Store, call_id: str) -> list[tuple[int, str]]:
+    detail = await store.calls.get_call(call_id)
+    assert detail is not None
+    return [(e.seq, e.type) for e in detail.events]
+
+
+async def test_one_batch_mixing_new_and_stored_calls_sets_each_cdr(migrated_store: Store) -> None:
+    a, b, c, d = (f"{n}" * 32 for n in "abcd")
+    sink = StoreSink(migrated_store, flush_interval=30)
+    sink.start()
+    for cid in (a, b, c):
+        sink(ev("call.offered", cid, 0, **OFFERED))
+    await sink.flush()
+    # One batch: stored calls changing different column sets, and a new call offered and refused.
+    sink(ev("call.answered", a, 1, codec="PCMA", flow_id="main", flow_version="3"))
+    sink(ev("call.ended", b, 2, disposition="abandoned", sip_code=487, reason="cancel"))
+    sink(ev("call.offered", d, 2.5, **{**OFFERED, "caller": "+15550100", "caller_name": None}))
+    sink(ev("call.answered", c, 3, codec="PCMU"))
+    sink(ev("call.refused", d, 2.6, sip_code=403, reason="blocked"))
+    sink(ev("call.ended", c, 4, disposition="completed", sip_code=9999, reason="bye"))  # not a SIP code
+    await sink.flush()
+    assert sink.batches == 2
+    ca, cb, cc, cd = [await migrated_store.calls.get_call(cid) for cid in (a, b, c, d)]
+    assert ca is not None and cb is not None and cc is not None and cd is not None
+    assert (ca.codec, ca.flow_id, ca.flow_version, ca.disposition) == ("PCMA", "main", "3", "answered")
+    assert ca.answered_at == T0 + timedelta(seconds=1) and ca.ended_at is None
+    assert (cb.disposition, cb.sip_code, cb.end_reason, cb.answered_at) == ("abandoned", 487, "cancel", None)
+    assert (cc.codec, cc.flow_id, cc.disposition, cc.sip_code) == ("PCMU", None, "completed", None)
+    assert cc.ended_at == T0 + timedelta(seconds=4)
+    assert (cd.caller, cd.caller_name, cd.trunk, cd.disposition, cd.sip_code) == (
+        "+15550100", None, "carrier-a", "refused", 403,
+    )  # fmt: skip
+    assert cd.started_at == T0 + timedelta(seconds=2.5)
+    assert (ca.caller, cb.caller, cc.caller) == (OFFERED["caller"],) * 3  # updates left the rest alone
+    assert await _events_of(migrated_store, c) == [(1, "call.offered"), (2, "call.answered"),
+                                                   (3, "call.ended")]  # fmt: skip
+    await sink.aclose()
+
+
+async def test_events_after_a_call_ended_or_evicted_from_memory_keep_counting(migrated_store: Store) -> None:
+    ended, open_ = "e" * 32, [f"{i:032x}" for i in range(4)]
+    sink = StoreSink(migrated_store, max_tracked_calls=2)  # fewer than the open calls
+    sink.start()
+    sink(ev("call.offered", ended, 0, **OFFERED))
+    sink(ev("call.ended", ended, 1, disposition="completed", sip_code=200))
+    for cid in open_:
+        sink(ev("call.offered", cid, 0, **OFFERED))
+    await sink.flush()
+    sink(ev("ivr.error", ended, 2, message="late"))  # a straggler after call.ended
+    for cid in open_:
+        sink(ev("ivr.node_entered", cid, 1, node_id="menu"))
+        sink(ev("call.ended", cid, 2, disposition="completed", sip_code=200))
+    await sink.flush()
+    assert await _events_of(migrated_store, ended) == [(1, "call.offered"), (2, "call.ended"),
+                                                       (3, "ivr.error")]  # fmt: skip
+    for cid in open_:
+        assert await _events_of(migrated_store, cid) == [(1, "call.offered"), (2, "ivr.node_entered"),
+                                                         (3, "call.ended")]  # fmt: skip
+    assert sink.failed == 0 and sink.db_errors == 0
+    await sink.aclose()
+
+
+async def test_a_repeated_call_offered_is_merged_into_the_stored_cdr(
+    migrated_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer that offers the same call twice (or a process that restarts mid-call and does) does
+    not lose events: the retry looks the call up and updates its CDR instead of inserting it."""
+    cid = "9" * 32
+    first = StoreSink(migrated_store)
+    first.start()
+    first(ev("call.offered", cid, 0, **OFFERED))
+    await first.aclose()
+    second = StoreSink(migrated_store, retry_initial=0.01)
+    second.start()
+    with caplog.at_level(logging.ERROR, logger="helpline.store.sink"):
+        second(ev("call.offered", cid, 5, **{**OFFERED, "trunk": "carrier-b"}))
+        second(ev("call.ended", cid, 6, disposition="completed", sip_code=200))
+        await second.aclose(give_up_after=10)
+    assert second.failed == 0 and second.written == 2 and second.db_errors == 1
+    assert "store write failed; retrying" in caplog.text
+    detail = await migrated_store.calls.get_call(cid)
+    assert detail is not None
+    assert (detail.trunk, detail.started_at, detail.disposition) == ("carrier-b", T0 + timedelta(seconds=5),
+                                                                     "completed")  # fmt: skip
+    assert [(e.seq, e.type) for e in detail.events] == [(1, "call.offered"), (2, "call.offered"),
+                                                        (3, "call.ended")]  # fmt: skip
+
+
+class Colour(StrEnum):
+    RED = "red"
+
+
+class Opaque:
+    def __str__(self) -> str:
+        return "opaque!"
+
+
+async def test_event_data_is_stored_as_plain_json(
+    migrated_store: Store, bus_and_sink: tuple[EventBus, StoreSink]
+) -> None:
+    bus, sink = bus_and_sink
+    cid = "7" * 32
+    at = datetime(2025, 3, 1, 12, 0, 1, 500000, tzinfo=UTC)
+    plain = {"digits": ["1", "2"], "n": 3, "ok": True, "none": None, "ratio": 0.5,
+             "nested": {"a": [{"b": 1}]}}  # fmt: skip
+    bus.publish(ev("call.offered", cid, 0, **OFFERED))
+    bus.publish(ev("ivr.variable_set", cid, 1, **plain))
+    bus.publish(ev(
+        "ivr.http", cid, 2, source=("192.0.2.1", 80), when=at, headers=MappingProxyType({"x": (1, 2)}),
+        tags={"only"}, colour=Colour.RED, nan=float("nan"), inf=float("-inf"), obj=Opaque(),
+        keys={2: "two", None: "none", False: "no"},
+    ))  # fmt: skip
+    await sink.flush()
+    detail = await migrated_store.calls.get_call(cid)
+    assert detail is not None and sink.failed == 0
+    assert detail.events[1].data == plain
+    assert detail.events[2].data == {
+        "source": ["192.0.2.1", 80], "when": "2025-03-01T12:00:01.500000+00:00", "headers": {"x": [1, 2]},
+        "tags": ["only"], "colour": "red", "nan": "nan", "inf": "-inf", "obj": "opaque!",
+        "keys": {"2": "two", "null": "none", "false": "no"},
+    }  # fmt: skip
