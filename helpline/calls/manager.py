@@ -22,6 +22,7 @@ from helpline.logs import current_call_id
 from helpline.sbc_bridge import CallEnd, InboundCall, RefusedCall
 from helpline.voice import (
     MediaEngine,
+    MediaPortsExhausted,
     Negotiated,
     NoCommonCodec,
     PromptCache,
@@ -159,12 +160,14 @@ class ActiveCall:
         self._rtp: RtpSession | None = None
         self._sdp: SdpSession | None = None
         self._answered = False
+        self._closed = False  # call.refused or call.ended has been published
 
     def _emit(self, type: str, data: dict[str, Any], node_id: str | None = None) -> None:
         self._m._bus.publish(DomainEvent.now(type, self.id, data, node_id=node_id))
 
     def refuse(self, code: int, reason: str) -> None:
         self._call.reject(code, reason)
+        self._closed = True
         self._emit("call.refused", {"sip_code": code, "reason": reason})
 
     def end(self, disposition: str, sip_code: int | None, reason: str, *, by: str) -> None:
@@ -172,6 +175,30 @@ class ActiveCall:
         self._ending.set(disposition, sip_code, reason, by)
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except Exception as exc:
+            # Whatever broke, the caller gets a final answer and the CDR an end: never a call that
+            # stays "offered" or "answered" forever.
+            log.exception("call handling failed")
+            self._close_after_error(exc)
+        finally:
+            self._teardown()
+
+    def _close_after_error(self, exc: Exception) -> None:
+        if self._closed:
+            return
+        reason = f"internal error: {type(exc).__name__}"
+        if not self._answered:
+            self.refuse(500, reason)
+            return
+        self._call.hangup()
+        self._closed = True
+        self._emit(
+            "call.ended", {"disposition": "failed", "sip_code": None, "reason": reason, "by": "server"}
+        )
+
+    async def _run(self) -> None:
         call = self._call
         self._emit("call.offered", _offered_data(call))
         flow = self._m._flows.get(call.flow_id)
@@ -188,10 +215,11 @@ class ActiveCall:
         except SdpError as exc:
             self.refuse(488, f"bad SDP: {exc}")
             return
-        try:
-            await self._answer_and_run(flow)
-        finally:
-            self._teardown()
+        except MediaPortsExhausted:
+            log.error("no free RTP port: the media port range is exhausted")
+            self.refuse(503, "media ports exhausted")
+            return
+        await self._answer_and_run(flow)
 
     async def _setup_media(self) -> None:
         self._rtp = await self._m._engine.open_session(self.id)
@@ -300,11 +328,13 @@ class ActiveCall:
         return negotiated.answer_sdp
 
     def _finish_unanswered(self) -> None:
+        self._closed = True
         e = self._ending
         self._emit("call.ended", {"disposition": e.disposition, "sip_code": e.sip_code or 487,
                                   "reason": e.reason, "by": e.by})
 
     def _finish_answered(self) -> None:
+        self._closed = True
         e = self._ending
         if e.by in ("flow", "server"):
             self._call.hangup()
@@ -312,5 +342,12 @@ class ActiveCall:
                                   "reason": e.reason, "by": e.by})
 
     def _teardown(self) -> None:
+        """Release the RTP port (also when the call was refused after it was opened) and unhook us.
+
+        The callbacks we set on the InboundCall point back at this object, which holds the call: left
+        in place, every ended call would wait for a full cyclic GC pass, rare under load.
+        """
+        call = self._call
+        call.on_ended = call.on_dtmf = call.on_reoffer = None
         if self._rtp is not None:
             self._rtp.close()

@@ -266,8 +266,9 @@ class SipLeg:
         self.call._stop_retransmissions()
         if self._transfer is not None and not self._transfer.done():
             self._transfer.set_result(487)
-        if self.public is not None:
-            self.public._ended(CallEnd(by, sip_code, reason))
+        public, self.public = self.public, None  # nothing more to report; breaks the cycle with it
+        if public is not None:
+            public._ended(CallEnd(by, sip_code, reason))
 
     def shutdown(self) -> None:
         """The edge is stopping: end the call as politely as the state allows."""

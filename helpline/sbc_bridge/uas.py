@@ -352,6 +352,7 @@ class EdgeUas(SipUAS):
         call = self._calls.get(request.call_id or "")
         handle_ack(self, request, addr)
         if isinstance(call, EdgeCall) and call.leg is not None and call.dialog.state == DialogState.CONFIRMED:
+            self.edge_transport.replies.acknowledged(call.invite)
             call.leg.acked()
 
     def _handle_bye(self, request: SipRequest, addr: Addr) -> None:
@@ -364,6 +365,7 @@ class EdgeUas(SipUAS):
             and request.call_id not in self._calls
         ):
             call.leg.remote_bye()
+            self.forget(call)
 
     def _handle_options(self, request: SipRequest, addr: Addr) -> None:
         response = SipResponse(status_code=200, reason_phrase="OK")
@@ -411,22 +413,30 @@ class EdgeUas(SipUAS):
     def _dispatch_session_expired(self, call: object) -> None:
         if isinstance(call, EdgeCall) and call.leg is not None:
             logger.warning("session expired without refresh", extra={"sip_call_id": call.call_id})
+            leg = call.leg
             self.forget(call)
-            call.leg.session_expired()
+            leg.session_expired()
 
     def _dispatch_ack_timeout(self, call: object) -> None:
         if isinstance(call, EdgeCall) and call.leg is not None:
             logger.warning("no ACK for our 200 OK; ending the call", extra={"sip_call_id": call.call_id})
+            leg = call.leg
             self.forget(call)
             call.dialog.state = DialogState.CONFIRMED  # aiosipua terminated it; the BYE still goes out
-            call.leg.ack_timed_out()
+            leg.ack_timed_out()
 
     # --- bookkeeping ---
 
     def forget(self, call: EdgeCall) -> None:
+        """The call leaves the edge: no request can reach its leg any more.
+
+        Unlinking ``call.leg`` breaks the EdgeCall <-> SipLeg cycle, so the pair is freed by reference
+        counting once its last task ends instead of waiting for a full cyclic GC pass.
+        """
         if self._calls.get(call.call_id) is call:
             del self._calls[call.call_id]
         self._remove_invite_transaction(call.invite)
+        call.leg = None
 
     def forget_later(self, call: EdgeCall) -> None:
         """Keep a refused call until its ACK can arrive (64*T1), then drop it."""

@@ -398,6 +398,13 @@ class RtpSession(asyncio.DatagramProtocol):
         self._engine._release(self)
         if self._transport is not None:
             self._transport.close()
+        # A closed session reports nothing more. The owner's callbacks usually point back at the owner
+        # (which holds this session), and the DTMF receiver holds our bound method: dropping them lets
+        # reference counting free the call at once instead of a rare full cyclic GC pass.
+        self.on_dtmf = _ignore_dtmf
+        self.on_timeout = _ignore_timeout
+        self.on_audio = None
+        self._dtmf_in.on_digit = _ignore_digit
 
 
 def _ignore_dtmf(digit: str, source: str) -> None:
@@ -406,3 +413,7 @@ def _ignore_dtmf(digit: str, source: str) -> None:
 
 def _ignore_timeout() -> None:
     log.warning("media timeout with no on_timeout handler set")
+
+
+def _ignore_digit(digit: str, duration_ms: int) -> None:
+    """The DTMF receiver's sink once its session is closed."""

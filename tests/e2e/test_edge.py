@@ -121,3 +121,29 @@ async def test_sigterm_ends_live_calls_with_bye(tmp_path: Path) -> None:
     finally:
         db.close()
     assert row[0] == "completed" and row[1] == "shutdown" and row[2] is not None
+
+
+async def test_exhausted_rtp_ports_refuse_with_503_and_free_up_again(tmp_path: Path) -> None:
+    """Two RTP ports: a third concurrent call gets 503 and a stored reason; after hang-up, calls work again."""
+    srv = await asyncio.to_thread(
+        start_server, tmp_path, sip_port=5078, http_port=8098,
+        env={"HELPLINE_MEDIA__RTP_PORT_MIN": "31000", "HELPLINE_MEDIA__RTP_PORT_MAX": "31002"},
+    )
+    try:
+        async with await SipUac.open() as uac:
+            target = "sip:+18005550102@127.0.0.1:5078"
+            first = await uac.invite(target, make_sdp_offer(40010))
+            second = await uac.invite(target, make_sdp_offer(40012))
+            third = await uac.invite(target, make_sdp_offer(40014))
+            assert (first.status, second.status, third.status) == (200, 200, 503)
+            assert await first.bye() == 200 and await second.bye() == 200
+            await asyncio.sleep(0.2)
+            fourth = await uac.invite(target, make_sdp_offer(40016))
+            assert fourth.status == 200, "RTP ports were not released after the calls ended"
+            assert await fourth.bye() == 200
+        refused = await asyncio.to_thread(srv.wait_call, sip_call_id=third.call_id)
+        assert refused["disposition"] == "refused" and refused["sip_code"] == 503
+        assert refused["end_reason"] == "media ports exhausted"
+    finally:
+        code = await asyncio.to_thread(srv.stop)
+    assert code == 0
