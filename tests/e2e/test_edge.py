@@ -124,7 +124,7 @@ async def test_sigterm_ends_live_calls_with_bye(tmp_path: Path) -> None:
 
 
 async def test_exhausted_rtp_ports_refuse_with_503_and_free_up_again(tmp_path: Path) -> None:
-    """Two RTP ports: a third concurrent call gets 503 and a stored reason; after hang-up, calls work again."""
+    """Two RTP ports: a third concurrent call gets 503 with a stored reason; after hang-up calls work."""
     srv = await asyncio.to_thread(
         start_server, tmp_path, sip_port=5078, http_port=8098,
         env={"HELPLINE_MEDIA__RTP_PORT_MIN": "31000", "HELPLINE_MEDIA__RTP_PORT_MAX": "31002"},
