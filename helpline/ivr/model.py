@@ -8,6 +8,7 @@ registry :data:`NODE_TYPES` is filled from the models themselves: subclassing :c
 from __future__ import annotations
 
 import typing
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,8 +143,9 @@ class NodeBase(BaseModel):
                 return node_id
         return None
 
+    @abstractmethod
     async def run(self, ctx: RunContext) -> str | FlowEnd:
-        raise NotImplementedError
+        """Do the node's work and return the outcome taken (or how the flow ends)."""
 
 
 NODE_TYPES: dict[str, type[NodeBase]] = {}
