@@ -112,36 +112,7 @@ async def _sipp(calls: int, rate: int, work: Path) -> dict[str, int]:
     step.mkdir()
     shutil.copy(run.SCENARIO, step / run.SCENARIO.name)
     seconds = calls / rate
-    cmd = [
-        "sipp",
-        f"127.0.0.1:{SIP_PORT}",
-        "-sf",
-        run.SCENARIO.name,
-        "-s",
-        run.DID_SHORT,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "-r",
-        str(rate),
-        "-m",
-        str(calls),
-        "-l",
-        str(max(100, rate * 4)),
-        "-nostdin",
-        "-trace_stat",
-        "-stf",
-        "stat.csv",
-        "-fd",
-        "1",
-        "-timeout",
-        f"{int(seconds * 3 + 20)}s",
-        "-max_recv_loops",
-        "10000",
-        "-max_sched_loops",
-        "10000",
-    ]
+    cmd = run.sipp_load_command(SIP_PORT, run.DID_SHORT, rate, calls, seconds, rtt=False)
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         cwd=step,

@@ -213,6 +213,17 @@ def _percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def sipp_load_command(port: int, did: str, rate: int, calls: int, seconds: float, *, rtt: bool) -> list[str]:
+    """SIPp running bench/scenarios/uac_ivr_hangup.xml at ``rate`` calls/s (run in a copy's folder)."""
+    cmd = [
+        "sipp", f"127.0.0.1:{port}", "-sf", SCENARIO.name, "-s", did, "-i", "127.0.0.1", "-p", "0",
+        "-r", str(rate), "-m", str(calls), "-l", str(max(100, rate * 4)), "-nostdin",
+        "-trace_stat", "-stf", "stat.csv", "-fd", "1",
+        "-timeout", f"{int(seconds * 3 + 20)}s", "-max_recv_loops", "10000", "-max_sched_loops", "10000",
+    ]
+    return [*cmd, "-trace_rtt", "-rtt_freq", "1"] if rtt else cmd
+
+
 def _sipp_rate_step(port: int, rate: int, seconds: float, server_pid: int, did: str, work: Path) -> RateStep:
     calls = max(1, round(rate * seconds))
     step_dir = work / f"rate-{port}-{rate}"
@@ -222,39 +233,7 @@ def _sipp_rate_step(port: int, rate: int, seconds: float, server_pid: int, did: 
     snap0 = _cpu_by_pid()
     cpu0 = _cpu_seconds(server_pid)
     t0 = time.monotonic()
-    cmd = [
-        "sipp",
-        f"127.0.0.1:{port}",
-        "-sf",
-        SCENARIO.name,
-        "-s",
-        did,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "-r",
-        str(rate),
-        "-m",
-        str(calls),
-        "-l",
-        str(max(100, rate * 4)),
-        "-nostdin",
-        "-trace_stat",
-        "-stf",
-        "stat.csv",
-        "-fd",
-        "1",
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
-        "-timeout",
-        str(int(seconds * 3 + 20)),
-        "-max_recv_loops",
-        "10000",
-        "-max_sched_loops",
-        "10000",
-    ]
+    cmd = sipp_load_command(port, did, rate, calls, seconds, rtt=True)
     subprocess.run(
         cmd,
         cwd=step_dir,
