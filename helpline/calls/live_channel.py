@@ -37,6 +37,7 @@ class LiveChannel:
         bus: EventBus,
         http: HttpPort,
         on_hangup: Callable[[int | None], None],
+        on_transferred: Callable[[str], None],
     ) -> None:
         self.call_id = call_id
         self.caller = call.caller
@@ -48,6 +49,7 @@ class LiveChannel:
         self._prompts = prompts
         self._bus = bus
         self._on_hangup = on_hangup
+        self._on_transferred = on_transferred
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self.masking = False
 
@@ -96,7 +98,7 @@ class LiveChannel:
         uri = target if target.startswith(("sip:", "sips:", "tel:")) else self._number_uri(target)
         outcome = await self._call.refer(uri, timeout)
         if outcome == "connected":
-            self._on_hangup(None)
+            self._on_transferred(uri)  # the caller is elsewhere now: our leg ends, whatever the flow maps
         return outcome
 
     def _number_uri(self, number: str) -> str:

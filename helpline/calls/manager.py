@@ -16,7 +16,7 @@ from typing import Any
 
 from helpline.calls.live_channel import LiveChannel
 from helpline.events import DomainEvent, EventBus
-from helpline.ivr import FlowRegistry, run_flow
+from helpline.ivr import Flow, FlowRegistry, run_flow
 from helpline.ivr.channel import HttpPort
 from helpline.logs import current_call_id
 from helpline.sbc_bridge import CallEnd, InboundCall, RefusedCall
@@ -233,7 +233,7 @@ class ActiveCall:
         policy = self._m._policy
         return self._sdp.answer(offer, policy.advertised_host, self._rtp.local_port, policy.codecs)
 
-    async def _answer_and_run(self, flow: Any) -> None:
+    async def _answer_and_run(self, flow: Flow) -> None:
         call, rtp, policy = self._call, self._rtp, self._m._policy
         assert rtp is not None
         if policy.ring_before_answer_s > 0:
@@ -249,7 +249,7 @@ class ActiveCall:
         self._answered = True
         channel = LiveChannel(
             call_id=self.id, call=call, rtp=rtp, prompts=self._m._prompts, bus=self._m._bus,
-            http=self._m._http, on_hangup=self._flow_hangup,
+            http=self._m._http, on_hangup=self._flow_hangup, on_transferred=self._transferred,
         )
         rtp.on_dtmf = lambda digit, source: self._digit(channel, digit, source)
         call.on_dtmf = lambda digit, duration: self._info_digit(channel, digit)
@@ -298,6 +298,9 @@ class ActiveCall:
             return
         result = task.result()
         self.end("completed", None, f"flow outcome: {getattr(result, 'outcome', result)}", by="flow")
+
+    def _transferred(self, target: str) -> None:
+        self.end("transferred", None, f"transferred to {target}", by="flow")
 
     def _flow_hangup(self, sip_code: int | None) -> None:
         self.end("completed", sip_code, "flow hangup", by="flow")

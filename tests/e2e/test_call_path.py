@@ -226,3 +226,4 @@ async def test_blind_transfer_through_the_trunk(
     transfers = [e["data"] for e in _events(detail, "ivr.transfer")]
     assert transfers and transfers[0]["result"] == {200: "connected", 486: "busy", None: "failed"}[sipfrag]
     assert _events(detail, "call.ended")[0]["data"]["by"] == ended_by
+    assert detail["disposition"] == ("transferred" if sipfrag == 200 else "completed")
