@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import DID, DID_NATIONAL, PCMU_ANSWER, SCENARIOS, Edge
-
 from helpline.sbc_bridge import InboundCall, SipSettings
+from tests.sbc_bridge.edge_support import DID, DID_NATIONAL, PCMU_ANSWER, SCENARIOS, Edge
 from tests.support.sipp import run_sipp
 
 

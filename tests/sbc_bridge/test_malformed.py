@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from conftest import DID_NATIONAL, SCENARIOS, Edge
-
 from helpline.sbc_bridge import InboundCall
+from tests.sbc_bridge.edge_support import DID_NATIONAL, SCENARIOS, Edge
 from tests.support.sipp import run_sipp
 
 

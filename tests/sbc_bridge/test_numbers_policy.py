@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pydantic
 import pytest
-from conftest import trunk
 
 from helpline.sbc_bridge import EdgePolicy, SipSettings, decide_call, match_trunk, to_e164
 from helpline.sbc_bridge.dtmf import parse_dtmf_info
+from tests.sbc_bridge.edge_support import trunk
 
 US = {"country_code": "1", "national_prefix": "1", "international_prefix": "011"}
 DE = {"country_code": "49", "national_prefix": "0", "international_prefix": "00"}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import DID, DID_NATIONAL, SCENARIOS, Edge, trunk
-
 from helpline.sbc_bridge import DigestCredentials, SipSettings
+from tests.sbc_bridge.edge_support import DID, DID_NATIONAL, SCENARIOS, Edge, trunk
 from tests.support.sipp import run_sipp
 
 CALLER = {"caller": "2125550100", "maxfwd": "70"}

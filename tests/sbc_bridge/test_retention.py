@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import DID_NATIONAL, PCMU_ANSWER, SCENARIOS, trunk
 
 from helpline.sbc_bridge import CallEnd, EdgePolicy, InboundCall, SipSettings, TrunkBridge
+from tests.sbc_bridge.edge_support import DID_NATIONAL, PCMU_ANSWER, SCENARIOS, trunk
 from tests.support.sipp import run_sipp
 
 T1 = 0.05

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import uvloop
-from conftest import DID_NATIONAL, SCENARIOS, build_edge
 
+from tests.sbc_bridge.edge_support import DID_NATIONAL, SCENARIOS, build_edge
 from tests.support.sipp import SippResult, run_sipp
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import HOST, offer
 
 from helpline.voice import MediaEngine, PromptSpec, negotiate
 from tests.support.kernel_probe import run_probe
+from tests.voice.media_support import HOST, offer
 
 
 async def test_fifty_sessions_are_paced_at_20ms(engine: MediaEngine) -> None:

@@ -13,9 +13,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from conftest import HOST, Peer, offer, rtp
-
 from helpline.voice import MediaEngine, RtpSession, negotiate
+from tests.voice.media_support import HOST, Peer, offer, rtp
 
 
 class Owner:

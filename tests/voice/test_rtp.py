@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import HOST, Peer, offer, rtp
 
 from helpline.voice import MediaEngine, MediaPortsExhausted, PromptCache, PromptSpec, RtpSession, negotiate
 from helpline.voice.g711 import codec_by_name
 from helpline.voice.tones import detect_tones, dominant_tone
+from tests.voice.media_support import HOST, Peer, offer, rtp
 
 MakePeer = Callable[[], Any]
 
