@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -64,6 +64,15 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
+async def _paged(lister: Callable[..., Awaitable[BaseModel]], query: Any) -> Response:
+    """One page of a listing; a cursor we did not issue is a 400 naming ``cursor``."""
+    try:
+        page = await lister(query.filters(), limit=query.limit, cursor=query.cursor, offset=query.offset)
+    except InvalidCursor as exc:
+        raise ApiError(400, str(exc), "cursor") from None
+    return _json(page)
+
+
 class _Api:
     """Route handlers; they share the store, the bus and the health checks."""
 
@@ -107,13 +116,7 @@ class _Api:
 
     async def list_calls(self, request: Request) -> Response:
         query = _parse_query(request, CallQuery)
-        try:
-            page = await self.store.calls.list_calls(
-                query.filters(), limit=query.limit, cursor=query.cursor, offset=query.offset
-            )
-        except InvalidCursor as exc:
-            raise ApiError(400, str(exc), "cursor") from None
-        return _json(page)
+        return await _paged(self.store.calls.list_calls, query)
 
     async def get_call(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]
@@ -129,13 +132,7 @@ class _Api:
 
     async def list_security_events(self, request: Request) -> Response:
         query = _parse_query(request, SecurityEventQuery)
-        try:
-            page = await self.store.calls.list_security_events(
-                query.filters(), limit=query.limit, cursor=query.cursor, offset=query.offset
-            )
-        except InvalidCursor as exc:
-            raise ApiError(400, str(exc), "cursor") from None
-        return _json(page)
+        return await _paged(self.store.calls.list_security_events, query)
 
 
 def create_app(

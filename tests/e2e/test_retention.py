@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,16 +47,6 @@ nodes:
 
 def _per_call_objects() -> Counter[str]:
     return Counter(type(o).__name__ for o in gc.get_objects() if isinstance(o, PER_CALL_TYPES))
-
-
-@pytest.fixture
-def no_cyclic_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -8,10 +8,9 @@ until it runs (bench/leak_check.py measured it).
 from __future__ import annotations
 
 import asyncio
-import gc
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,16 +31,6 @@ async def answer_then_hang_up(call: InboundCall) -> None:
     call.answer(PCMU_ANSWER)
     await asyncio.sleep(0.2)
     call.hangup()
-
-
-@pytest.fixture
-def no_cyclic_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("no_cyclic_gc")
