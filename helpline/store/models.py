@@ -1,4 +1,5 @@
-"""The tables: one CDR row per call, its append-only event log, and security events.
+"""The tables: one CDR row per call, its append-only event log, security events, agents and their
+(non-call) event log.
 
 Times are stored as UTC. SQLite has no time zone type, so ``UTCDateTime`` stores naive UTC there and
 always hands back aware UTC datetimes.
@@ -9,7 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -17,7 +29,17 @@ from sqlalchemy.types import TypeDecorator
 
 from helpline.events.dispositions import DISPOSITIONS, Disposition
 
-__all__ = ["DISPOSITIONS", "Base", "Call", "CallEvent", "Disposition", "SecurityEvent", "UTCDateTime"]
+__all__ = [
+    "DISPOSITIONS",
+    "Agent",
+    "AgentEvent",
+    "Base",
+    "Call",
+    "CallEvent",
+    "Disposition",
+    "SecurityEvent",
+    "UTCDateTime",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -46,7 +68,11 @@ AutoId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JsonDocument}
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JsonDocument,
+        list[dict[str, Any]]: JsonDocument,
+    }
 
 
 class Call(Base):
@@ -124,4 +150,47 @@ class SecurityEvent(Base):
         Index("ix_security_events_at_id", "at", "id"),
         Index("ix_security_events_type_at", "type", "at"),
         Index("ix_security_events_source_at", "source", "at"),
+    )
+
+
+class Agent(Base):
+    """An agent as configured (``helpline.queue.profile.AgentProfile``) plus its SIP digest HA1s.
+
+    The password itself is never stored: only H(extension:realm:password) in MD5 and SHA-256, tied to
+    ``realm``. ``queues`` holds ``[{"queue": name, "tier": n}, ...]``. ``updated_at`` lets a running
+    service pick up agents edited by another process (the CLI).
+    """
+
+    __tablename__ = "agents"
+
+    extension: Mapped[str] = mapped_column(String(32), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    ha1_md5: Mapped[str] = mapped_column(String(32))
+    ha1_sha256: Mapped[str] = mapped_column(String(64))
+    realm: Mapped[str] = mapped_column(String)
+    skills: Mapped[dict[str, Any]]
+    attributes: Mapped[dict[str, Any]]
+    queues: Mapped[list[dict[str, Any]]]
+    wrapup_s: Mapped[float | None] = mapped_column(Float)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_agents_updated_at", "updated_at"),)
+
+
+class AgentEvent(Base):
+    """Append-only log of ``agent.*`` events that belong to no call (presence, reachability...)."""
+
+    __tablename__ = "agent_events"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    type: Mapped[str] = mapped_column(String)
+    extension: Mapped[str | None] = mapped_column(String)
+    data: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        Index("ix_agent_events_extension_at", "extension", "at"),
+        Index("ix_agent_events_at", "at"),
     )

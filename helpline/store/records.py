@@ -11,6 +11,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from helpline.queue.profile import AgentProfile, AttributeValue, Membership
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -65,6 +67,49 @@ class SecurityEventRecord(_Record):
     source: str | None
     transport: str | None
     data: dict[str, Any]
+
+
+class AgentEventRecord(_Record):
+    """One call-less ``agent.*`` event (presence, reachability...)."""
+
+    id: int
+    at: datetime
+    type: str
+    extension: str | None
+    data: dict[str, Any]
+
+
+class AgentRecord(_Record):
+    """An agent as stored, without its credentials: what the API shows."""
+
+    extension: str
+    display_name: str
+    skills: dict[str, int]
+    attributes: dict[str, AttributeValue]
+    queues: tuple[Membership, ...] = Field(description="Queue memberships; tier 1 is offered calls first")
+    wrapup_s: float | None = Field(description="Wrap-up after each call; null: the queue's")
+    enabled: bool
+    realm: str = Field(description="Digest realm the stored password hashes belong to")
+    created_at: datetime
+    updated_at: datetime
+
+    def profile(self) -> AgentProfile:
+        """The validated configuration part (what the routing engine takes)."""
+        return AgentProfile(
+            extension=self.extension, display_name=self.display_name, skills=self.skills,
+            attributes=self.attributes, queues=self.queues, wrapup_s=self.wrapup_s, enabled=self.enabled,
+        )  # fmt: skip
+
+
+class StoredAgent(AgentRecord):
+    """An agent with its digest HA1s: what the registrar needs. Never sent over the API."""
+
+    ha1_md5: str
+    ha1_sha256: str
+
+    def public(self) -> AgentRecord:
+        """The same agent without its credentials."""
+        return AgentRecord.model_validate(self.model_dump(exclude={"ha1_md5", "ha1_sha256"}))
 
 
 class Page(BaseModel, Generic[T]):

@@ -108,9 +108,9 @@ class CallRepository:
             )
             if value is not None
         ]
-        conditions += _time_window(Call.started_at, filters.since, filters.until)
-        return await self._page(
-            select(Call).where(*conditions), "calls", Call.started_at, Call.id, CallRecord,
+        conditions += time_window(Call.started_at, filters.since, filters.until)
+        return await fetch_page(
+            self._sessions, select(Call).where(*conditions), "calls", Call.started_at, Call.id, CallRecord,
             limit=limit, cursor=cursor, offset=offset,
         )  # fmt: skip
 
@@ -140,42 +140,44 @@ class CallRepository:
             )
             if value is not None
         ]
-        conditions += _time_window(SecurityEvent.at, filters.since, filters.until)
-        return await self._page(
-            select(SecurityEvent).where(*conditions), "security", SecurityEvent.at, SecurityEvent.id,
-            SecurityEventRecord, limit=limit, cursor=cursor, offset=offset,
+        conditions += time_window(SecurityEvent.at, filters.since, filters.until)
+        return await fetch_page(
+            self._sessions, select(SecurityEvent).where(*conditions), "security", SecurityEvent.at,
+            SecurityEvent.id, SecurityEventRecord, limit=limit, cursor=cursor, offset=offset,
         )  # fmt: skip
 
-    async def _page(
-        self,
-        query: Select[Any],
-        kind: str,
-        time_column: InstrumentedAttribute[datetime],
-        key_column: InstrumentedAttribute[Any],
-        record: type[R],
-        *,
-        limit: int,
-        cursor: str | None,
-        offset: int | None,
-    ) -> Page[R]:
-        _check_limit(limit, offset, cursor)
-        if cursor is not None:
-            at, key = decode_cursor(kind, cursor, key_column.type.python_type)
-            query = query.where(or_(time_column < at, and_(time_column == at, key_column < key)))
-        query = query.order_by(time_column.desc(), key_column.desc()).limit(limit + 1)
-        if offset:
-            query = query.offset(offset)
-        async with self._sessions() as session:
-            rows: Sequence[Any] = (await session.scalars(query)).all()
-        items = [record.model_validate(row) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = encode_cursor(kind, getattr(last, time_column.key), getattr(last, key_column.key))
-        return Page[record](items=items, next_cursor=next_cursor)  # type: ignore[valid-type]
+
+async def fetch_page(
+    sessions: async_sessionmaker[AsyncSession],
+    query: Select[Any],
+    kind: str,
+    time_column: InstrumentedAttribute[datetime],
+    key_column: InstrumentedAttribute[Any],
+    record: type[R],
+    *,
+    limit: int,
+    cursor: str | None,
+    offset: int | None,
+) -> Page[R]:
+    """One newest-first page of ``query``'s rows as ``record``s, keyed on (time, id) for the cursor."""
+    _check_limit(limit, offset, cursor)
+    if cursor is not None:
+        at, key = decode_cursor(kind, cursor, key_column.type.python_type)
+        query = query.where(or_(time_column < at, and_(time_column == at, key_column < key)))
+    query = query.order_by(time_column.desc(), key_column.desc()).limit(limit + 1)
+    if offset:
+        query = query.offset(offset)
+    async with sessions() as session:
+        rows: Sequence[Any] = (await session.scalars(query)).all()
+    items = [record.model_validate(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(kind, getattr(last, time_column.key), getattr(last, key_column.key))
+    return Page[record](items=items, next_cursor=next_cursor)  # type: ignore[valid-type]
 
 
-def _time_window(
+def time_window(
     column: InstrumentedAttribute[datetime], since: datetime | None, until: datetime | None
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []

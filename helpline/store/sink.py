@@ -1,14 +1,15 @@
-"""Bus sink that persists domain events: CDR rows, per-call event logs and security events.
+"""Bus sink that persists domain events: CDR rows, per-call event logs, security events and the
+call-less ``agent.*`` events (presence, reachability) in ``agent_events``.
 
 ``publish`` only appends to an in-memory queue; a background task writes batches (one transaction per
 batch, every ``flush_interval`` or as soon as ``batch_size`` events wait). One queue and one writer keep
 each call's events in publish order. A batch costs a handful of statements whatever its size: one
-INSERT of its new CDRs, one UPDATE per set of CDR columns it changes, one INSERT of its call events
-and one of its security events; each open call's next ``seq`` is kept in memory, so only a call this
-process has not seen yet (after a restart) is looked up. Database errors are retried with backoff; a
-batch that keeps failing for a reason other than connectivity is split so one bad event cannot hold the
-others back, and an event that still fails alone is logged with its type and call id and counted in
-``failed``.
+INSERT of its new CDRs, one UPDATE per set of CDR columns it changes, one INSERT of its call events,
+one of its security events and one of its agent events; each open call's next ``seq`` is kept in
+memory, so only a call this process has not seen yet (after a restart) is looked up. Database errors
+are retried with backoff; a batch that keeps failing for a reason other than connectivity is split so
+one bad event cannot hold the others back, and an event that still fails alone is logged with its type
+and call id and counted in ``failed``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 
 from helpline.events.dispositions import DISPOSITIONS
 from helpline.events.model import DomainEvent
-from helpline.store.models import Call, CallEvent, SecurityEvent
+from helpline.store.models import AgentEvent, Call, CallEvent, SecurityEvent
 from helpline.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ _CALL_CLOSERS = frozenset({"call.ended", "call.refused"})
 _CALLS = cast(Table, Call.__table__)
 _CALL_EVENTS = cast(Table, CallEvent.__table__)
 _SECURITY_EVENTS = cast(Table, SecurityEvent.__table__)
+_AGENT_EVENTS = cast(Table, AgentEvent.__table__)
+# Events without a call that are stored anyway: security events, and agent.* (presence, reachability).
+_NON_CALL_STORED = ("security.", "agent.")
 # New CDRs of a batch go in one executemany INSERT, so every row names every column.
 _NO_CDR: dict[str, Any] = dict.fromkeys(_CALLS.columns.keys())
 _CALL_ID_PARAM = "cdr_id"
@@ -101,7 +105,7 @@ class StoreSink:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="store-sink")
 
     def __call__(self, event: DomainEvent) -> None:
-        if event.call_id is None and not event.type.startswith("security."):
+        if event.call_id is None and not event.type.startswith(_NON_CALL_STORED):
             return
         if self._closing or len(self._pending) >= self._max_pending:
             self.dropped += 1
@@ -250,6 +254,7 @@ class StoreSink:
         updates: dict[str, dict[str, Any]] = {}
         event_rows: list[dict[str, Any]] = []
         security_rows: list[dict[str, Any]] = []
+        agent_rows: list[dict[str, Any]] = []
         ended: set[str] = set()
         for event in batch:
             call_id = event.call_id
@@ -283,6 +288,10 @@ class StoreSink:
                     {"at": event.at, "type": event.type, "source": _address(event.data.get("source")),
                      "transport": _text(event.data.get("transport")), "data": data}
                 )  # fmt: skip
+            elif call_id is None:  # agent.*: the only other call-less events __call__ accepts
+                agent_rows.append(
+                    {"at": event.at, "type": event.type, "extension": _extension(event), "data": data}
+                )
         if new_calls:
             connection.execute(insert(_CALLS), list(new_calls.values()))
         for params in _group_by_columns(updates):
@@ -291,6 +300,8 @@ class StoreSink:
             connection.execute(insert(_CALL_EVENTS), event_rows)
         if security_rows:
             connection.execute(insert(_SECURITY_EVENTS), security_rows)
+        if agent_rows:
+            connection.execute(insert(_AGENT_EVENTS), agent_rows)
         return _Written(seqs, ended)
 
     def _remember(self, written: _Written) -> None:
@@ -399,6 +410,15 @@ def _address(value: Any) -> str | None:
         host, port = str(value[0]), value[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return _text(value)
+
+
+def _extension(event: DomainEvent) -> str | None:
+    """The agent an ``agent.*`` event is about (``data["extension"]``); stored anyway when missing."""
+    extension = event.data.get("extension")
+    if extension is None:
+        logger.warning("agent event without an extension", extra={"event_type": event.type})
+        return None
+    return str(extension)
 
 
 def _jsonable(event: DomainEvent) -> dict[str, Any]:

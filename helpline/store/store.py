@@ -1,4 +1,4 @@
-"""The store handle the server builds once: engine, sessions and the read-side repository."""
+"""The store handle the server builds once: engine, sessions and the repositories."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from helpline.store.agents import AgentRepository
 from helpline.store.engine import create_engine
+from helpline.store.queue_history import QueueHistory
 from helpline.store.repository import CallRepository
 
 
@@ -22,6 +24,8 @@ class Store:
             self.engine = create_engine(url_or_engine, **engine_kwargs)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.calls = CallRepository(self.sessions)
+        self.agents = AgentRepository(self.sessions)
+        self.queue_history = QueueHistory(self.sessions)
 
     @property
     def backend(self) -> str:
