@@ -1,6 +1,7 @@
-"""HTTP API (Starlette): health, metrics, calls, security events, OpenAPI document."""
+"""HTTP API (Starlette): health, metrics, calls, security events, agents, queues, OpenAPI document."""
 
 from helpline.web.app import HealthCheck, create_app
 from helpline.web.metrics import register_pipeline_metrics
+from helpline.web.queue_port import QueueView
 
-__all__ = ["HealthCheck", "create_app", "register_pipeline_metrics"]
+__all__ = ["HealthCheck", "QueueView", "create_app", "register_pipeline_metrics"]

@@ -1,4 +1,5 @@
-"""The HTTP API: health, Prometheus metrics, CDRs, call event logs and security events.
+"""The HTTP API: health, Prometheus metrics, CDRs, call event logs, security events, agents, queues
+and routing explanations.
 
 Authentication is not here yet: pass it later as a Starlette middleware through ``middleware``; every
 route goes through the middleware stack. Binding (127.0.0.1 by default) is the server's job.
@@ -8,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,12 +21,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from helpline.events.bus import EventBus
-from helpline.store.repository import InvalidCursor
+from helpline.queue.config import QueueConfig
 from helpline.store.store import Store
-from helpline.web.errors import EXCEPTION_HANDLERS, ApiError, error_response, from_validation_error
+from helpline.web.agents import AgentRoutes
+from helpline.web.errors import EXCEPTION_HANDLERS, error_response
 from helpline.web.flows import FlowCatalog, FlowList, flow_list
 from helpline.web.openapi import build_openapi
-from helpline.web.queries import CallQuery, PageQuery, SecurityEventQuery
+from helpline.web.parsing import json_response, paged, parse_query
+from helpline.web.queries import CallQuery, SecurityEventQuery
+from helpline.web.queue_port import QueueView
+from helpline.web.queues import QueueRoutes
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ counts as down (503) when they hold ``"ok": False`` or a ``"status"`` other than
 ``"starting"``). Must not block."""
 
 DB_PING_TIMEOUT_S = 2.0
-Q = TypeVar("Q", bound=PageQuery)
+DEFAULT_REALM = "helpline"
 
 
 def _version() -> str:
@@ -46,38 +50,15 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-def _parse_query(request: Request, model: type[Q]) -> Q:
-    params = request.query_params
-    for key in params:
-        if len(params.getlist(key)) > 1:
-            raise ApiError(400, "given more than once", key)
-    try:
-        query = model.model_validate(dict(params))
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
-    if query.cursor is not None and query.offset is not None:
-        raise ApiError(400, "use either cursor or offset, not both", "offset")
-    return query
-
-
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
-
-
-async def _paged(lister: Callable[..., Awaitable[BaseModel]], query: Any) -> Response:
-    """One page of a listing; a cursor we did not issue is a 400 naming ``cursor``."""
-    try:
-        page = await lister(query.filters(), limit=query.limit, cursor=query.cursor, offset=query.offset)
-    except InvalidCursor as exc:
-        raise ApiError(400, str(exc), "cursor") from None
-    return _json(page)
-
-
 class _Api:
     """Route handlers; they share the store, the bus and the health checks."""
 
     def __init__(
-        self, store: Store, bus: EventBus, registry: CollectorRegistry, health: HealthCheck | None,
+        self,
+        store: Store,
+        bus: EventBus,
+        registry: CollectorRegistry,
+        health: HealthCheck | None,
         flows: FlowCatalog | None = None,
     ) -> None:
         self.flows = flows
@@ -115,24 +96,24 @@ class _Api:
         return JSONResponse(self.openapi)
 
     async def list_calls(self, request: Request) -> Response:
-        query = _parse_query(request, CallQuery)
-        return await _paged(self.store.calls.list_calls, query)
+        query = parse_query(request, CallQuery)
+        return await paged(self.store.calls.list_calls, query.filters(), query)
 
     async def get_call(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]
         call = await self.store.calls.get_call(call_id)
         if call is None:
             return error_response(404, "no such call", "call_id")
-        return _json(call)
+        return json_response(call)
 
     async def list_flows(self, _request: Request) -> Response:
         if self.flows is None:
-            return _json(FlowList(items=[]))
-        return _json(flow_list(self.flows))
+            return json_response(FlowList(items=[]))
+        return json_response(flow_list(self.flows))
 
     async def list_security_events(self, request: Request) -> Response:
-        query = _parse_query(request, SecurityEventQuery)
-        return await _paged(self.store.calls.list_security_events, query)
+        query = parse_query(request, SecurityEventQuery)
+        return await paged(self.store.calls.list_security_events, query.filters(), query)
 
 
 def create_app(
@@ -142,18 +123,46 @@ def create_app(
     health: HealthCheck | None = None,
     *,
     flows: FlowCatalog | None = None,
+    queues: QueueView | None = None,
+    queue_configs: Mapping[str, QueueConfig] | None = None,
+    agent_realm: str = DEFAULT_REALM,
     middleware: Sequence[Middleware] = (),
 ) -> Starlette:
-    """The Starlette app. ``middleware`` is where authentication will plug in."""
+    """The Starlette app. ``middleware`` is where authentication will plug in.
+
+    ``queues`` is the running queue runtime (live views, presence); without it the agent endpoints
+    still manage the stored agents. The queues agents may join are ``queues.queue_names()``, else the
+    keys of ``queue_configs`` (the configuration's ``[queues]``). ``agent_realm`` is the SIP digest
+    realm passwords are hashed under.
+    """
     api = _Api(store, bus, metrics_registry, health, flows)
+    configs = dict(queue_configs or {})
+
+    def queue_names() -> set[str]:
+        return set(queues.queue_names()) if queues is not None else set(configs)
+
+    agents = AgentRoutes(store, queues, queue_names, agent_realm)
+    queue_routes = QueueRoutes(store, queues, configs, queue_names)
     routes = [
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
         Route("/api/calls", api.list_calls, methods=["GET"]),
         Route("/api/calls/{call_id}", api.get_call, methods=["GET"]),
+        Route("/api/calls/{call_id}/routing", queue_routes.call_routing, methods=["GET"]),
         Route("/api/security-events", api.list_security_events, methods=["GET"]),
         Route("/api/flows", api.list_flows, methods=["GET"]),
+        Route("/api/agents", agents.list_agents, methods=["GET"]),
+        Route("/api/agents", agents.create_agent, methods=["POST"]),
+        Route("/api/agents/{extension}", agents.get_agent, methods=["GET"]),
+        Route("/api/agents/{extension}", agents.update_agent, methods=["PATCH"]),
+        Route("/api/agents/{extension}", agents.delete_agent, methods=["DELETE"]),
+        Route("/api/agents/{extension}/password", agents.set_password, methods=["PUT"]),
+        Route("/api/agents/{extension}/presence", agents.set_presence, methods=["PUT"]),
+        Route("/api/agents/{extension}/events", agents.list_events, methods=["GET"]),
+        Route("/api/queues", queue_routes.list_queues, methods=["GET"]),
+        Route("/api/queues/{name}", queue_routes.get_queue, methods=["GET"]),
+        Route("/api/queues/{name}/kpis", queue_routes.kpis, methods=["GET"]),
     ]
     app = Starlette(routes=routes, middleware=list(middleware), exception_handlers=dict(EXCEPTION_HANDLERS))
     app.state.store = store

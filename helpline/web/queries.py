@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from helpline.events.dispositions import Disposition
+from helpline.store.agents import AgentEventFilters
 from helpline.store.repository import MAX_LIMIT, CallFilters, SecurityEventFilters
 
 
@@ -58,3 +59,35 @@ class SecurityEventQuery(PageQuery):
         return SecurityEventFilters(
             type=self.type, source=self.source, transport=self.transport, since=self.since, until=self.until
         )
+
+
+class AgentEventQuery(PageQuery):
+    type: str | None = Field(None, description="Full event type, e.g. agent.presence")
+    since: datetime | None = Field(None, description="Events at or after (ISO 8601; UTC if no offset)")
+    until: datetime | None = Field(None, description="Events before (ISO 8601; UTC if no offset)")
+
+    _utc = field_validator("since", "until")(_as_utc)
+
+    def filters(self, extension: str) -> AgentEventFilters:
+        return AgentEventFilters(extension=extension, type=self.type, since=self.since, until=self.until)
+
+
+class KpiQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    since: datetime | None = Field(
+        None, description="Window start (ISO 8601; UTC if no offset); default: until - 24 h"
+    )
+    until: datetime | None = Field(
+        None, description="Window end, exclusive (ISO 8601; UTC if no offset); default: now"
+    )
+
+    _utc = field_validator("since", "until")(_as_utc)
+
+
+class RoutingQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str | None = Field(
+        None, description="Extension: explain, decision by decision, why it was not chosen"
+    )

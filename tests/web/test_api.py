@@ -3,9 +3,6 @@ SQLite and PostgreSQL behind it."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,41 +10,17 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from openapi_spec_validator import validate
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
 
 from helpline.events import DomainEvent, EventBus
 from helpline.events.metrics import MetricsSink
 from helpline.store import Store, StoreSink
 from helpline.web import create_app, register_pipeline_metrics
+from tests.web.http_support import serve
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on an ephemeral 127.0.0.1 port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    await task
-                    raise RuntimeError("uvicorn exited before it started")
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(10):
-            await task
-        sock.close()
 
 
 @dataclass
