@@ -1,4 +1,4 @@
-"""The ``helpline`` command: run the service, check and simulate flows, manage the database."""
+"""The ``helpline`` command: run the service, check and simulate flows, manage agents and the database."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def _run(coro: object) -> None:
         runner.run(coro)  # type: ignore[arg-type]
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings ``--config`` names (defaults without it); a bad file exits with status 2."""
     try:
         return load_settings(args.config)
     except ConfigError as exc:
@@ -35,7 +36,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from helpline.logs import setup_logging
     from helpline.server import serve
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     setup_logging(settings.server.log_level)
     try:
         _run(serve(settings))
@@ -48,7 +49,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
 
@@ -56,7 +57,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from helpline.store import upgrade
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(upgrade(settings.database_url))
     print("database is at the latest schema")
@@ -65,6 +66,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from helpline.ivr.cli import add_flow_commands
+    from helpline.queue.admin_cli import add_agent_commands
 
     parser = argparse.ArgumentParser(prog="helpline", description="SIP/voice-first contact center")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
     with_config(db.add_parser("upgrade", help="apply schema migrations")).set_defaults(func=_cmd_db_upgrade)
     add_flow_commands(sub)
+    add_agent_commands(sub, with_config)
     return parser
 
 
