@@ -1,5 +1,6 @@
-"""Media: SDP offer/answer, RTP sessions paced by one engine clock, G.711, RFC 4733 DTMF, prompts."""
+"""Media: SDP offer/answer, RTP sessions on one paced clock, bridging, G.711, RFC 4733 DTMF, prompts."""
 
+from helpline.voice.bridge import BridgeStats, MediaBridge
 from helpline.voice.dtmf import DtmfReceiver, dtmf_payloads
 from helpline.voice.engine import EngineStats, MediaEngine, MediaPortsExhausted
 from helpline.voice.g711 import PCMA, PCMU, G711Codec, codec_by_name
@@ -12,9 +13,11 @@ from helpline.voice.tones import detect_tones, dominant_tone, synthesize_tone, t
 __all__ = [
     "PCMA",
     "PCMU",
+    "BridgeStats",
     "DtmfReceiver",
     "EngineStats",
     "G711Codec",
+    "MediaBridge",
     "MediaEngine",
     "MediaPortsExhausted",
     "Negotiated",

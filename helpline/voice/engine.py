@@ -6,6 +6,9 @@ accumulates into drift. A tick sends, for every active session in turn, every fr
 when the loop was late it sends the missed frames at once (the long-run rate stays exact and the
 peer's jitter buffer absorbs the burst). A stall longer than ``max_catchup_frames`` is not replayed:
 those frames are skipped and counted, since audio that late is worse than a gap.
+
+Frame hooks run once per frame after every session has sent it, so something that must see two
+sessions' frames of the same instant (a bridge's recording tap) needs no clock of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import errno
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from helpline.voice.g711 import FRAME_MS
@@ -67,6 +71,7 @@ class MediaEngine:
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sessions: dict[int, RtpSession] = {}
         self._active: list[RtpSession] = []
+        self._frame_hooks: list[Callable[[], None]] = []  # replaced, never mutated, like _active
         self._next_port = self.port_min
         self._timer: asyncio.Handle | None = None
         self._start = 0.0
@@ -133,6 +138,14 @@ class MediaEngine:
         if session in self._active:
             self._active = [s for s in self._active if s is not session]
 
+    def _add_frame_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` once per frame, after every active session has sent that frame."""
+        if hook not in self._frame_hooks:
+            self._frame_hooks = [*self._frame_hooks, hook]
+
+    def _remove_frame_hook(self, hook: Callable[[], None]) -> None:
+        self._frame_hooks = [h for h in self._frame_hooks if h != hook]
+
     @property
     def sessions(self) -> list[RtpSession]:
         """Open sessions."""
@@ -169,6 +182,8 @@ class MediaEngine:
                     except Exception:
                         log.exception("rtp send failed on port %d", session.local_port,
                                       extra={"call_id": session.call_id})
+                if self._frame_hooks:
+                    self._run_frame_hooks()
                 self._due += 1
                 if self._due % TIMEOUT_CHECK_FRAMES == 0:
                     for session in active:
@@ -177,6 +192,13 @@ class MediaEngine:
         delay = self._start + self._due * FRAME_SECONDS - time.monotonic()
         # Timers have millisecond resolution (uvloop); never ask for less, to avoid spinning.
         self._timer = asyncio.get_running_loop().call_later(max(delay, 0.001), self._tick)
+
+    def _run_frame_hooks(self) -> None:
+        for hook in self._frame_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("media frame hook %r failed", hook)
 
     @property
     def stats(self) -> EngineStats:

@@ -14,6 +14,11 @@ DTMF flow, so the IVR sees every digit exactly once: RFC 4733 digits go to ``on_
 and nowhere else. ``play(..., barge_in=True)`` consumes nothing: when a digit is reported it only stops
 the playback and returns that same digit, for information. A digit learned elsewhere (SIP INFO) is
 delivered by the caller to its own buffer, and ``barge(digit)`` stops the playback the same way.
+
+Bridging (``helpline.voice.bridge.MediaBridge``) hooks in at two points and costs an unbridged
+session one attribute test on each: inbound audio payloads go to ``_relay_out`` (a bounded queue the
+other leg drains), and ``_send_frame`` takes its frame from ``_relay_in`` when no prompt plays.
+Digits still reach ``on_dtmf`` first; the relay then re-sends them on the other leg.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from helpline.voice.prompts import PromptAudio
 from helpline.voice.sdp import Negotiated
 
 if TYPE_CHECKING:
+    from helpline.voice.bridge import MediaBridge, _Relay
     from helpline.voice.engine import MediaEngine
 
 log = logging.getLogger(__name__)
@@ -133,6 +139,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self._dtmf_out: deque[tuple[bytes, bool]] = deque()
         self._dtmf_ts = 0
         self._dtmf_done: asyncio.Future[None] | None = None
+        # bridging (set by MediaBridge): where inbound audio goes, and where outbound frames come from
+        self._bridge: MediaBridge | None = None
+        self._relay_out: _Relay | None = None
+        self._relay_in: _Relay | None = None
         # receive path
         self._sdp_remote: tuple[str, int] | None = None
         self._peer: tuple[str, int] | None = None
@@ -171,18 +181,29 @@ class RtpSession(asyncio.DatagramProtocol):
         if len(data) < 12:
             self.invalid_packets += 1
             return
-        if data[1] & 0x7F == self._te_pt:
+        pt = data[1] & 0x7F
+        if pt == self._te_pt:
             packet = parse_rtp_packet(data)
             if packet is not None:
                 self._dtmf_in.feed(packet.timestamp, packet.payload)
             return
         self.packets_received += 1
         self.bytes_received += len(data)
+        relay = self._relay_out
         on_audio = self.on_audio
-        if on_audio is not None and data[1] & 0x7F == self._pt and self._codec is not None:
+        if pt != self._pt or (relay is None and on_audio is None):
+            return
+        if data[0] == _V2:  # the usual 12-byte header: no CSRC, extension or padding to strip
+            payload = data[12:]
+        else:
             packet = parse_rtp_packet(data)
-            if packet is not None:
-                on_audio(self._codec.decode(packet.payload))
+            if packet is None:
+                return
+            payload = packet.payload
+        if relay is not None:
+            relay.push(payload)
+        if on_audio is not None and self._codec is not None:
+            on_audio(self._codec.decode(payload))
 
     def _learn(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Whether a packet from an unlatched source may (re)latch the session."""
@@ -239,6 +260,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._rx_seen = self.packets_received
         self._rx_changed_at = time.monotonic()
         self._marker = True
+        if self._bridge is not None:
+            self._bridge._renegotiated()
 
     # ---- playback ---------------------------------------------------------------------------------
     async def play(self, audio: PromptAudio, *, barge_in: bool = True) -> str | None:
@@ -294,23 +317,33 @@ class RtpSession(asyncio.DatagramProtocol):
         bad = [d for d in digits if not is_dtmf_digit(d)]
         if bad:
             raise ValueError(f"not DTMF digits: {''.join(bad)!r}")
-        gap = [(b"", False)] * max(1, gap_ms // 20)
         for digit in digits:
-            self._dtmf_out.extend(dtmf_payloads(digit, duration_ms))
-            self._dtmf_out.extend(gap)
+            self._queue_dtmf(digit, duration_ms, gap_ms)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._dtmf_done = done
         await done
 
+    def _queue_dtmf(self, digit: str, duration_ms: int, gap_ms: int) -> bool:
+        """Queue one RFC 4733 keypress and the gap after it; False if no telephone-event was negotiated."""
+        if self._te_pt < 0 or self._closed:
+            return False
+        self._dtmf_out.extend(dtmf_payloads(digit, duration_ms))
+        self._dtmf_out.extend([(b"", False)] * max(1, gap_ms // 20))
+        return True
+
     # ---- engine hooks -----------------------------------------------------------------------------
     def _send_frame(self) -> None:
-        """One 20 ms frame: the next prompt frame, a DTMF event packet, or silence."""
+        """One 20 ms frame: the next prompt frame, relayed audio, a DTMF event packet, or silence."""
         frames = self._frames
         if frames is not None:
             payload = frames[self._pos]
             self._pos += 1
             if self._pos >= len(frames):
                 self._finish_playback(None)
+            if self._relay_in is not None:  # the prompt wins: the relayed frame of this tick is dropped
+                self._relay_in.discard()
+        elif self._relay_in is not None:
+            payload = self._relay_in.pull(self._silence)
         else:
             payload = self._silence
         pt = self._pt
@@ -366,6 +399,8 @@ class RtpSession(asyncio.DatagramProtocol):
             log.exception("on_dtmf handler failed for digit %s", digit)
         finally:
             current_call_id.reset(token)
+        if self._relay_out is not None:
+            self._relay_out.digit(digit, duration_ms)
         if self._playback is not None and self._barge_in:
             self._finish_playback(digit)
 
@@ -391,6 +426,8 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             return
         self._closed = True
+        if self._bridge is not None:
+            self._bridge.stop()  # the other leg goes on alone, with silence
         self._finish_playback(None)
         if self._dtmf_done is not None and not self._dtmf_done.done():
             self._dtmf_done.set_result(None)

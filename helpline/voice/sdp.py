@@ -92,6 +92,10 @@ class Negotiated:
     ``direction`` is *our* direction as written in the answer. ``on_hold`` says the peer put the call
     on hold (it offered sendonly/inactive, or the RFC 2543 ``c=0.0.0.0``); then nothing is expected
     from it, so media-timeout supervision pauses.
+
+    ``answer_sdp`` holds the SDP *we* sent in this exchange: our answer when we answered an offer
+    (``SdpSession.answer``), or our offer when the peer answered it (``SdpSession.accept_answer``;
+    ``b""`` if that ``SdpSession`` never made an offer). Either way it is the body the SIP layer sent.
     """
 
     remote: tuple[str, int]
@@ -232,6 +236,17 @@ _ANSWER_DIRECTION: dict[tuple[bool, bool], Direction] = {
 }
 
 
+def _directions(theirs: Direction, null_address: bool) -> tuple[bool, bool, bool]:
+    """``(we_send, we_receive, on_hold)`` for the peer's direction ``theirs`` (RFC 3264 §6.1).
+
+    The peer's sendonly or inactive, or an RFC 2543 hold address (``c=0.0.0.0``), is a hold: nothing is
+    expected from it, and nothing is sent to a null address.
+    """
+    we_send = theirs in ("sendrecv", "recvonly") and not null_address
+    we_receive = theirs in ("sendrecv", "sendonly")
+    return we_send, we_receive, null_address or theirs in ("sendonly", "inactive")
+
+
 def _choose_codec(media: MediaDescription, prefs: Sequence[str]) -> tuple[str, int] | None:
     wanted = {name.upper() for name in prefs}
     for fmt in media.formats:
@@ -242,6 +257,10 @@ def _choose_codec(media: MediaDescription, prefs: Sequence[str]) -> tuple[str, i
                 and mapping.channels == 1):
             return mapping.encoding.upper(), int(fmt)
     return None
+
+
+def _format_map(media: MediaDescription, fmt: str) -> RtpMap | None:
+    return media.rtpmap(int(fmt)) if fmt.isdigit() else None
 
 
 def _telephone_event_pt(media: MediaDescription) -> int | None:
@@ -266,6 +285,8 @@ class SdpSession:
         self.session_id = random.randrange(1, 2**62)
         self.version = 0
         self._last_body: list[str] | None = None
+        self._last_offer = b""
+        self._offered_direction: Direction = "sendrecv"
 
     def _render(self, local_ip: str, body: list[str]) -> bytes:
         if body != self._last_body:
@@ -282,7 +303,12 @@ class SdpSession:
 
     def offer(self, local_ip: str, local_port: int, codecs: Sequence[str] = ("PCMU", "PCMA"), *,
               telephone_event_pt: int | None = 101, direction: Direction = "sendrecv") -> bytes:
-        """An SDP offer for one audio stream (for calls we place: transfers, tests, agents)."""
+        """An SDP offer for one audio stream (for calls we place: transfers, tests, agents).
+
+        A re-offer on the same ``SdpSession`` keeps the ``o=`` id and bumps its version; pass
+        ``direction="sendonly"`` (we hold, the peer may hear our hold audio) or ``"inactive"`` for a
+        hold re-INVITE, and ``"sendrecv"`` again to resume. ``accept_answer`` reads the peer's reply.
+        """
         pts = [CODECS[name.upper()].payload_type for name in codecs]
         body = ["t=0 0", f"m=audio {local_port} {SUPPORTED_PROTO} {' '.join(map(str, pts))}"
                 + (f" {telephone_event_pt}" if telephone_event_pt is not None else "")]
@@ -291,7 +317,48 @@ class SdpSession:
             body += [f"a=rtpmap:{telephone_event_pt} {TELEPHONE_EVENT}/{SAMPLE_RATE}",
                      f"a=fmtp:{telephone_event_pt} 0-15"]
         body += [f"a=ptime:{FRAME_MS}", f"a={direction}"]
-        return self._render(local_ip, body)
+        self._last_offer = self._render(local_ip, body)
+        self._offered_direction = direction
+        return self._last_offer
+
+    def accept_answer(self, answer: bytes, *, offered: Sequence[str]) -> Negotiated:
+        """The outcome of our offer (``offer``) from the peer's ``answer`` (e.g. an agent's 200 OK).
+
+        ``offered`` names the codecs we offered; the answer's first of them is the stream's codec, and
+        one we did not offer raises ``NoCommonCodec``, as does a rejected stream (port 0). The
+        answer's telephone-event type is the one both sides use. Our direction is the complement of
+        the answer's, never more than we offered: an answer of sendonly or inactive (or ``c=0.0.0.0``)
+        is the peer holding us (``on_hold``, same meaning as in ``answer``). ``answer_sdp`` carries our
+        last offer from this ``SdpSession`` (``b""`` if it made none). Our offer has one m-line, so
+        only the answer's first is read. ``SdpError`` names the line of anything malformed.
+        """
+        parsed = parse_sdp(answer)
+        media = parsed.media[0]
+        m_line = f"m={media.media} {media.port} {media.proto} {' '.join(media.formats)}"
+        if media.media != "audio" or media.proto != SUPPORTED_PROTO:
+            raise SdpError(f"the answer's first m-line must answer our audio {SUPPORTED_PROTO} stream",
+                           media.line_no, m_line)
+        if media.port == 0:
+            raise NoCommonCodec(f"SDP line {media.line_no}: {m_line!r}: the peer rejected our audio stream")
+        codec = _choose_codec(media, offered)
+        if codec is None:
+            answered = ", ".join(
+                f"{fmt} {mapping.encoding}/{mapping.clock_rate}" if (mapping := _format_map(media, fmt))
+                else fmt for fmt in media.formats)
+            raise NoCommonCodec(f"SDP line {media.line_no}: {m_line!r}: the answer picked none of the "
+                                f"codecs we offered ({'/'.join(offered)}): {answered}")
+        address = media.address or parsed.address
+        assert address is not None  # parse_sdp requires a c= line for every stream with a port
+        theirs: Direction = media.direction or parsed.direction or "sendrecv"
+        we_send, we_receive, on_hold = _directions(theirs, ipaddress.ip_address(address).is_unspecified)
+        we_send = we_send and self._offered_direction in ("sendrecv", "sendonly")
+        we_receive = we_receive and self._offered_direction in ("sendrecv", "recvonly")
+        name, pt = codec
+        return Negotiated(
+            remote=(address, media.port), codec=name, payload_type=pt,
+            telephone_event_pt=_telephone_event_pt(media), direction=_ANSWER_DIRECTION[(we_send, we_receive)],
+            on_hold=on_hold, ptime=FRAME_MS, remote_ptime=media.ptime, answer_sdp=self._last_offer,
+        )
 
     def answer(self, offer: bytes, local_ip: str, local_port: int,
                prefs: Sequence[str] = ("PCMU", "PCMA")) -> Negotiated:
@@ -318,10 +385,8 @@ class SdpSession:
             te_pt = _telephone_event_pt(media)
             offered: Direction = media.direction or parsed.direction or "sendrecv"
             null_address = ipaddress.ip_address(address).is_unspecified
-            we_send = offered in ("sendrecv", "recvonly") and not null_address
-            we_receive = offered in ("sendrecv", "sendonly")
+            we_send, we_receive, on_hold = _directions(offered, null_address)
             direction = _ANSWER_DIRECTION[(we_send, we_receive)]
-            on_hold = null_address or offered in ("sendonly", "inactive")
             formats = f"{pt} {te_pt}" if te_pt is not None else str(pt)
             body.append(f"m=audio {local_port} {SUPPORTED_PROTO} {formats}")
             body.append(f"a=rtpmap:{pt} {name}/{SAMPLE_RATE}")
