@@ -6,6 +6,7 @@ names below.
 
 from __future__ import annotations
 
+from .agents import AgentCredentials, AgentEdge, AgentEdgeSettings, AgentLeg, Binding, DialOutcome
 from .bridge import TrunkBridge
 from .call import CallEnd, InboundCall, RefusedCall
 from .config import DigestCredentials, EdgePolicy, SipSettings, TrunkConfig
@@ -13,8 +14,14 @@ from .numbers import is_e164, to_e164
 from .policy import Decision, decide_call, match_trunk
 
 __all__ = [
+    "AgentCredentials",
+    "AgentEdge",
+    "AgentEdgeSettings",
+    "AgentLeg",
+    "Binding",
     "CallEnd",
     "Decision",
+    "DialOutcome",
     "DigestCredentials",
     "EdgePolicy",
     "InboundCall",
