@@ -20,7 +20,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from helpline.queue.config import QUEUE_NAME, QueueConfig
 from helpline.sbc_bridge import EdgePolicy, SipSettings, TrunkConfig
+from helpline.sbc_bridge.agents.settings import AgentEdgeSettings
 
 ENV_PREFIX = "HELPLINE_"
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -96,6 +98,11 @@ def _default_trunks() -> list[TrunkConfig]:
     ]
 
 
+def _default_queues() -> dict[str, QueueConfig]:
+    """The queues the sample flows use, so the embedded defaults route calls out of the box."""
+    return {"billing": QueueConfig(), "support": QueueConfig()}
+
+
 class Settings(BaseSettings):
     """Everything ``helpline serve`` needs; see the README's configuration reference."""
 
@@ -114,6 +121,18 @@ class Settings(BaseSettings):
     sip: SipSettings = Field(default_factory=SipSettings)
     policy: EdgePolicy = Field(default_factory=EdgePolicy)
     trunks: list[TrunkConfig] = Field(default_factory=_default_trunks)
+    agents: AgentEdgeSettings = Field(default_factory=AgentEdgeSettings)
+    queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, queues: dict[str, QueueConfig]) -> dict[str, QueueConfig]:
+        import re
+
+        bad = sorted(name for name in queues if not re.match(QUEUE_NAME, name))
+        if bad:
+            raise ValueError(f"queue name(s) {', '.join(map(repr, bad))} must match {QUEUE_NAME}")
+        return queues
 
     @field_validator("trunks")
     @classmethod

@@ -24,7 +24,10 @@ from helpline.events import EventBus
 from helpline.events.metrics import MetricsSink
 from helpline.ivr import FlowRegistry
 from helpline.ivr.http_port import HttpxPort
+from helpline.queue.metrics import QueueStateCollector
+from helpline.queue.runtime import MediaPolicy, QueueRuntime
 from helpline.sbc_bridge import TrunkBridge
+from helpline.sbc_bridge.agents import AgentEdge
 from helpline.store import Store, StoreSink, upgrade
 from helpline.voice import MediaEngine, PromptCache
 from helpline.web import create_app, register_pipeline_metrics
@@ -52,6 +55,8 @@ class Service:
     engine: MediaEngine
     calls: CallManager
     bridge: TrunkBridge
+    queues: QueueRuntime
+    agent_edge: AgentEdge
     http_client: httpx.AsyncClient
     http_server: uvicorn.Server
     tasks: list[asyncio.Task[Any]]
@@ -59,6 +64,8 @@ class Service:
     async def stop(self) -> None:
         """Stop taking calls, end live calls with BYE, flush the event log, close everything."""
         await self.calls.shutdown(self.settings.server.shutdown_grace_s)
+        await self.queues.stop()
+        await self.agent_edge.stop()
         await self.bridge.stop()
         self.http_server.should_exit = True
         for task in self.tasks:
@@ -81,6 +88,7 @@ def _health(service_ref: list[Service]) -> dict[str, Any]:
         "active_calls": svc.calls.active_count,
         "flows": sorted(svc.flows.ids()),
         "sip": {k: f"{h}:{p}" for k, (h, p) in svc.bridge.local_addresses.items()},
+        "agents_sip": {k: f"{h}:{p}" for k, (h, p) in svc.agent_edge.local_addresses.items()},
     }
 
 
@@ -105,26 +113,42 @@ async def start(settings: Settings) -> Service:
         media_timeout=media.media_timeout_s, learn_window=media.learn_window_s,
     )
     http_client = httpx.AsyncClient(timeout=settings.calls.http_timeout_s, follow_redirects=False)
+    advertised = media.advertised_host or media.host
+    queues = QueueRuntime(
+        queues=settings.queues, agents=store.agents, bus=bus, media=engine,
+        prompts=prompts, media_policy=MediaPolicy(advertised, tuple(media.codecs)),
+        realm=settings.agents.realm,
+    )
+    agent_edge = AgentEdge(
+        settings.agents, credentials=queues.credentials, on_bindings=queues.on_bindings,
+        on_security=queues.on_security,
+    )
+    queues.attach(agent_edge)
     calls = CallManager(
         bus=bus, flows=flows, engine=engine, prompts=prompts, http=HttpxPort(http_client),
         policy=CallPolicy(
             media_host=media.host,
-            advertised_host=media.advertised_host or media.host,
+            advertised_host=advertised,
             codecs=tuple(media.codecs),
             ring_before_answer_s=settings.calls.ring_before_answer_ms / 1000,
             max_duration_s=settings.calls.max_duration_s,
         ),
+        queues=queues,
     )
     bridge = TrunkBridge(
         settings.sip, settings.trunks, settings.policy,
         on_call=calls.handle, on_security=calls.on_security, on_refused=calls.on_refused,
     )
+    await agent_edge.start()
+    await queues.start()
     await bridge.start()
 
     ref: list[Service] = []
     register_pipeline_metrics(metrics.registry, bus, sink)
+    metrics.registry.register(QueueStateCollector(queues.queues, queues.agents))
     app = create_app(
-        store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref), flows=flows.catalog
+        store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref), flows=flows.catalog,
+        queues=queues, queue_configs=settings.queues, agent_realm=settings.agents.realm,
     )
     config = uvicorn.Config(
         app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
@@ -142,7 +166,8 @@ async def start(settings: Settings) -> Service:
             raise RuntimeError(f"HTTP server could not listen on {where}")
         await asyncio.sleep(0.02)
     service = Service(
-        settings, bus, store, sink, flows, engine, calls, bridge, http_client, http_server, tasks
+        settings, bus, store, sink, flows, engine, calls, bridge, queues, agent_edge, http_client,
+        http_server, tasks,
     )
     ref.append(service)
     log.info(

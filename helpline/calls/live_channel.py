@@ -10,13 +10,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helpline.events import DomainEvent, EventBus
 from helpline.ivr.channel import EnqueueSpec, HttpPort
 from helpline.sbc_bridge import InboundCall
 from helpline.voice import PromptCache, RtpSession
 from helpline.voice.prompt_spec import PromptSpec
+
+if TYPE_CHECKING:
+    from helpline.queue.runtime import QueueRuntime
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class LiveChannel:
         http: HttpPort,
         on_hangup: Callable[[int | None], None],
         on_transferred: Callable[[str], None],
+        queues: QueueRuntime | None = None,
     ) -> None:
         self.call_id = call_id
         self.caller = call.caller
@@ -50,8 +54,18 @@ class LiveChannel:
         self._bus = bus
         self._on_hangup = on_hangup
         self._on_transferred = on_transferred
+        self._queues = queues
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self.masking = False
+
+    @property
+    def rtp(self) -> RtpSession:
+        """The caller's media session (the queue bridges it to the agent's)."""
+        return self._rtp
+
+    @property
+    def caller_name(self) -> str | None:
+        return self._call.caller_name
 
     # Input --------------------------------------------------------------------------------------
 
@@ -106,7 +120,12 @@ class LiveChannel:
         return f"sip:{number}@{host}:{port}"
 
     async def enqueue(self, queue: str, spec: EnqueueSpec) -> str:
-        """Until agents exist, hold the caller with hold audio and end on the queue's timeout."""
+        """Wait in the queue, talk to an agent, and come back with the outcome.
+
+        Without a queue runtime (no queues configured) the caller hears hold audio until the timeout.
+        """
+        if self._queues is not None:
+            return await self._queues.wait(self, queue, spec)
         hold = list(spec.hold_prompts) if spec.hold_prompts else [DEFAULT_HOLD, HOLD_GAP]
         try:
             async with asyncio.timeout(spec.timeout):

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helpline.calls.live_channel import LiveChannel
 from helpline.events import DomainEvent, EventBus
@@ -30,6 +30,9 @@ from helpline.voice import (
     SdpError,
     SdpSession,
 )
+
+if TYPE_CHECKING:
+    from helpline.queue.runtime import QueueRuntime
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,10 @@ class CallManager:
         prompts: PromptCache,
         http: HttpPort,
         policy: CallPolicy,
+        queues: QueueRuntime | None = None,
     ) -> None:
         self._bus = bus
+        self._queues = queues
         self._flows = flows
         self._engine = engine
         self._prompts = prompts
@@ -250,6 +255,7 @@ class ActiveCall:
         channel = LiveChannel(
             call_id=self.id, call=call, rtp=rtp, prompts=self._m._prompts, bus=self._m._bus,
             http=self._m._http, on_hangup=self._flow_hangup, on_transferred=self._transferred,
+            queues=self._m._queues,
         )
         rtp.on_dtmf = lambda digit, source: self._digit(channel, digit, source)
         call.on_dtmf = lambda digit, duration: self._info_digit(channel, digit)

@@ -94,6 +94,23 @@ class MetricsSink:
             "helpline_ivr_outcomes_total", "IVR outcomes reached", ["flow", "outcome"], registry=r
         )
         self.dtmf_total = Counter("helpline_dtmf_total", "DTMF digits received", ["source"], registry=r)
+        self.queue_joined_total = Counter(
+            "helpline_queue_joined_total", "Callers who joined a queue", ["queue"], registry=r
+        )
+        self.queue_refused_total = Counter(
+            "helpline_queue_refused_total", "Callers a queue refused (full, closed)", ["queue", "outcome"],
+            registry=r,
+        )
+        self.queue_left_total = Counter(
+            "helpline_queue_left_total", "Callers who left a queue, by reason", ["queue", "reason"], registry=r
+        )
+        self.queue_offers_total = Counter(
+            "helpline_queue_offers_total", "Offers to agents, by result", ["queue", "result"], registry=r
+        )
+        self.queue_wait_seconds = Histogram(
+            "helpline_queue_wait_seconds", "Wait from joining to an agent's answer", ["queue"],
+            buckets=(5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0), registry=r,
+        )
 
         self._trunk = BoundedLabel("trunk", max_label_values)
         self._disposition = BoundedLabel("disposition", max_label_values, allowed=DISPOSITIONS)
@@ -102,6 +119,8 @@ class MetricsSink:
         self._node_type = BoundedLabel("node_type", max_label_values)
         self._outcome = BoundedLabel("outcome", max_label_values)
         self._dtmf_source = BoundedLabel("source", 8, allowed=("rtp", "info"))
+        self._queue = BoundedLabel("queue", max_label_values)
+        self._queue_reason = BoundedLabel("reason", 32)
         self._open: OrderedDict[str, _OpenCall] = OrderedDict()
         self._max_open = max_open_calls
 
@@ -167,6 +186,26 @@ class MetricsSink:
     def _dtmf(self, event: DomainEvent) -> None:
         self.dtmf_total.labels(self._dtmf_source(event.data.get("source"))).inc()
 
+    def _queue_joined(self, event: DomainEvent) -> None:
+        self.queue_joined_total.labels(self._queue(event.data.get("queue"))).inc()
+
+    def _queue_refused(self, event: DomainEvent) -> None:
+        queue = self._queue(event.data.get("queue"))
+        self.queue_refused_total.labels(queue, self._queue_reason(event.data.get("outcome"))).inc()
+
+    def _queue_left(self, event: DomainEvent) -> None:
+        queue = self._queue(event.data.get("queue"))
+        self.queue_left_total.labels(queue, self._queue_reason(event.data.get("reason"))).inc()
+
+    def _queue_offer_result(self, event: DomainEvent) -> None:
+        queue = self._queue(event.data.get("queue"))
+        self.queue_offers_total.labels(queue, self._queue_reason(event.data.get("outcome"))).inc()
+
+    def _queue_connected(self, event: DomainEvent) -> None:
+        wait = event.data.get("wait_s")
+        if isinstance(wait, int | float):
+            self.queue_wait_seconds.labels(self._queue(event.data.get("queue"))).observe(max(0.0, float(wait)))
+
     _handlers: Mapping[str, Callable[[MetricsSink, DomainEvent], None]] = {
         "call.offered": _offered,
         "call.answered": _answered,
@@ -176,6 +215,11 @@ class MetricsSink:
         "ivr.node_entered": _node_entered,
         "ivr.outcome": _outcome_reached,
         "dtmf.received": _dtmf,
+        "queue.joined": _queue_joined,
+        "queue.refused": _queue_refused,
+        "queue.left": _queue_left,
+        "queue.offer_result": _queue_offer_result,
+        "queue.connected": _queue_connected,
     }
 
 

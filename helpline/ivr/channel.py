@@ -54,6 +54,17 @@ class EnqueueSpec:
     timeout: float = 300.0
     hold_prompts: tuple[PromptSpec, ...] = ()
     variables: Mapping[str, Any] = field(default_factory=dict)
+    # A skill expression (``spanish >= 3 and billing >= 2``) the agent must meet, on top of the
+    # queue's own requirements; ``skills`` adds "has the skill" clauses for each name.
+    requirements: str | None = None
+    # Shown to the agent (SIP headers, screen pop) and kept with the call's routing record.
+    data: Mapping[str, str] = field(default_factory=dict)
+
+    def requirement_text(self) -> str | None:
+        """The node's requirements and ``skills`` combined into one expression (None: no constraint)."""
+        clauses = [f"({self.requirements})"] if self.requirements else []
+        clauses += list(self.skills)
+        return " and ".join(clauses) if clauses else None
 
 
 class Channel(Protocol):

@@ -24,6 +24,8 @@ DIDS = {
     "+18005550104": "sensitive_pin",
     "+18005550105": "transfer",
     "+18005550100": "dtmf_branch",
+    "+18005550106": "queue_support",
+    "+18005550107": "queue_spanish",
 }
 
 
@@ -84,7 +86,7 @@ class RunningServer:
 
 
 def write_config(path: Path, *, sip_port: int, http_port: int, data_dir: Path, extra: str = "",
-                 flows_dir: Path = WIRE_FLOWS) -> None:
+                 flows_dir: Path = WIRE_FLOWS, agent_port: int | None = None) -> None:
     dids = ", ".join(f'"{k}" = "{v}"' for k, v in DIDS.items())
     path.write_text(
         f"""
@@ -111,6 +113,10 @@ port = {sip_port}
 [policy]
 blocked_countries = ["+7", "+850"]
 
+[agents]
+host = "127.0.0.1"
+port = {agent_port if agent_port is not None else sip_port + 10}
+
 [[trunks]]
 name = "carrier"
 sources = ["127.0.0.1/32"]
@@ -124,12 +130,13 @@ dids = {{ {dids} }}
 
 
 def start_server(tmp: Path, *, sip_port: int = 5070, http_port: int = 8090, extra: str = "",
-                 env: dict[str, str] | None = None, flows_dir: Path = WIRE_FLOWS) -> RunningServer:
+                 env: dict[str, str] | None = None, flows_dir: Path = WIRE_FLOWS,
+                 agent_port: int | None = None) -> RunningServer:
     """Start ``helpline serve`` and wait until /healthz answers (20 s at most)."""
     data_dir = tmp / "data"
     cfg = tmp / "helpline.toml"
     write_config(cfg, sip_port=sip_port, http_port=http_port, data_dir=data_dir, extra=extra,
-                 flows_dir=flows_dir)
+                 flows_dir=flows_dir, agent_port=agent_port)
     log_path = tmp / "server.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(

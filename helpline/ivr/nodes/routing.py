@@ -13,6 +13,7 @@ from helpline.ivr.context import RunContext
 from helpline.ivr.interpreter import FlowError
 from helpline.ivr.model import REQUIRED, FlowEnd, NodeBase, OutcomeRule, ScheduleRef, Template
 from helpline.ivr.prompts import Prompts
+from helpline.queue.requirements import compile_requirements
 
 TARGET = re.compile(r"^(sips?:[^\s@]+@[^\s]+|sips?:[^\s]+|\+[1-9][0-9]{5,14})$")
 
@@ -74,6 +75,8 @@ class EnqueueNode(NodeBase):
     queue: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     priority: int = Field(default=0, ge=0, le=100)
     skills: list[str] = Field(default_factory=list)
+    requirements: str | None = None
+    data: dict[str, Template] = Field(default_factory=dict)
     timeout: float = Field(default=300.0, gt=0, le=86_400)
     hold_prompt: Prompts = ()
     outcomes = MappingProxyType({
@@ -84,6 +87,20 @@ class EnqueueNode(NodeBase):
         "left": OutcomeRule("fallback", fallback="timeout"),
     })
 
+    @field_validator("requirements")
+    @classmethod
+    def _requirements_compile(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_requirements(value)  # RequirementError (a ValueError) names the column
+        return value
+
+    @field_validator("skills")
+    @classmethod
+    def _skill_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            compile_requirements(name)
+        return value
+
     async def run(self, ctx: RunContext) -> str:
         shown = {k: v for k, v in ctx.variables.items() if k not in ctx.secrets.names}
         spec = EnqueueSpec(
@@ -92,8 +109,11 @@ class EnqueueNode(NodeBase):
             timeout=self.timeout,
             hold_prompts=tuple(ctx.prompt_specs(self.hold_prompt)),
             variables=shown,
+            requirements=self.requirements,
+            data={key: ctx.render_shown(value) for key, value in self.data.items()},  # secrets stay masked
         )
-        ctx.emit("ivr.enqueue", {"queue": self.queue, "priority": self.priority, "skills": self.skills})
+        ctx.emit("ivr.enqueue", {"queue": self.queue, "priority": self.priority, "skills": self.skills,
+                                 "requirements": self.requirements})
         result = await ctx.channel.enqueue(self.queue, spec)
         ctx.emit("ivr.enqueue", {"queue": self.queue, "result": result})
         return result
