@@ -31,6 +31,15 @@ StepCondition = Literal["no_eligible_staffed", "no_eligible_ready"]
 MissCause = Literal["no_answer", "busy", "rejected", "unreachable"]
 
 
+def _check_requirements(text: str | None) -> str | None:
+    """Refuse a requirement expression that does not compile (the error names the column)."""
+    if text:
+        from helpline.queue.requirements import compile_requirements  # requirements -> profile -> here
+
+        compile_requirements(text)
+    return text
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -45,6 +54,11 @@ class RelaxationStep(_Strict):
     when: StepCondition | None = None
     requirements: str | None = None  # None keeps the previous step's; "" means any member
     add_priority: int = Field(default=0, ge=-100, le=100)
+
+    @field_validator("requirements")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return _check_requirements(value)
 
     @model_validator(mode="after")
     def _has_trigger(self) -> RelaxationStep:
@@ -123,6 +137,12 @@ class QueueConfig(_Strict):
     announcements: Announcements = Field(default_factory=Announcements)
     exit_key: str | None = Field(default=None, pattern=r"^[0-9*#]$")
     policy: RoutingPolicy = Field(default_factory=RoutingPolicy)
+
+    @field_validator("requirements")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        _check_requirements(value)
+        return value
 
     @property
     def version(self) -> str:
