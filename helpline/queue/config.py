@@ -89,6 +89,12 @@ class RonaPolicy(_Strict):
     causes: dict[MissCause, MissRule] = Field(default_factory=_default_misses)
     not_ready_after: int = Field(default=3, ge=1, le=100)
 
+    @field_validator("causes")
+    @classmethod
+    def _defaults_for_unlisted(cls, value: dict[MissCause, MissRule]) -> dict[MissCause, MissRule]:
+        """A cause the operator did not list keeps its default rule, not a blank one."""
+        return {**_default_misses(), **value}
+
 
 class RoutingPolicy(_Strict):
     """How a queue orders its callers and chooses agents."""
