@@ -102,7 +102,8 @@ class MetricsSink:
             registry=r,
         )
         self.queue_left_total = Counter(
-            "helpline_queue_left_total", "Callers who left a queue, by reason", ["queue", "reason"], registry=r
+            "helpline_queue_left_total", "Callers who left a queue, by reason", ["queue", "reason"],
+            registry=r,
         )
         self.queue_offers_total = Counter(
             "helpline_queue_offers_total", "Offers to agents, by result", ["queue", "result"], registry=r
@@ -204,7 +205,8 @@ class MetricsSink:
     def _queue_connected(self, event: DomainEvent) -> None:
         wait = event.data.get("wait_s")
         if isinstance(wait, int | float):
-            self.queue_wait_seconds.labels(self._queue(event.data.get("queue"))).observe(max(0.0, float(wait)))
+            queue = self._queue(event.data.get("queue"))
+            self.queue_wait_seconds.labels(queue).observe(max(0.0, float(wait)))
 
     _handlers: Mapping[str, Callable[[MetricsSink, DomainEvent], None]] = {
         "call.offered": _offered,

@@ -48,15 +48,22 @@ _extensions = itertools.count(2001)
 def qserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_binary("espeak-ng")
     srv = start_server(
-        tmp_path_factory.mktemp("helpline-queue"), sip_port=SIP_PORT, http_port=HTTP_PORT,
-        extra=QUEUE_CONFIG, agent_port=AGENT_PORT,
-        env={"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1", "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
-             "HELPLINE_AGENTS__MIN_EXPIRES": "10"},
+        tmp_path_factory.mktemp("helpline-queue"),
+        sip_port=SIP_PORT,
+        http_port=HTTP_PORT,
+        extra=QUEUE_CONFIG,
+        agent_port=AGENT_PORT,
+        env={
+            "HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1",
+            "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
+            "HELPLINE_AGENTS__MIN_EXPIRES": "10",
+        },
     )
     yield srv
     code = srv.stop()
     problems = [
-        line for line in srv.log_lines()
+        line
+        for line in srv.log_lines()
         if line.get("level") in ("error", "critical") or "Traceback" in str(line.get("raw", ""))
     ]
     assert code == 0, f"helpline serve exited {code}"
@@ -72,12 +79,18 @@ async def api(qserver: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
             await client.put(f"/api/agents/{agent['extension']}/presence", json={"presence": "logged_out"})
 
 
-async def make_agent(api: httpx.AsyncClient, *, skills: dict[str, int] | None = None,
-                     queues: tuple[str, ...] = ("support",)) -> tuple[str, str]:
+async def make_agent(
+    api: httpx.AsyncClient, *, skills: dict[str, int] | None = None, queues: tuple[str, ...] = ("support",)
+) -> tuple[str, str]:
     extension = str(next(_extensions))
     password = f"pw-{extension}-secret"
-    body = {"extension": extension, "display_name": f"Agent {extension}", "password": password,
-            "skills": skills or {}, "queues": [{"queue": q} for q in queues]}
+    body = {
+        "extension": extension,
+        "display_name": f"Agent {extension}",
+        "password": password,
+        "skills": skills or {},
+        "queues": [{"queue": q} for q in queues],
+    }
     response = await api.post("/api/agents", json=body)
     assert response.status_code == 201, response.text
     return extension, password
@@ -88,7 +101,9 @@ async def ready(api: httpx.AsyncClient, extension: str) -> None:
     assert response.status_code == 200, response.text
 
 
-async def wait_agent(api: httpx.AsyncClient, extension: str, timeout: float = 10.0, **expected: Any) -> dict[str, Any]:
+async def wait_agent(
+    api: httpx.AsyncClient, extension: str, timeout: float = 10.0, **expected: Any
+) -> dict[str, Any]:
     """Poll the live agent view until every expected field has its value."""
     last: dict[str, Any] = {}
     async with asyncio.timeout(timeout):
@@ -114,7 +129,9 @@ async def hears(probe: RtpProbe, tone: float, agent: PjsuaAgent, timeout: float 
         await probe.wait_for_tone(tone, timeout=timeout, candidates=TONES)
     except TimeoutError:
         heard = probe.dominant_tone(TONES, since=probe.now() - 1.0)
-        raise AssertionError(f"caller never heard {tone} Hz (last second: {heard}); agent: {agent.events}") from None
+        raise AssertionError(
+            f"caller never heard {tone} Hz (last second: {heard}); agent: {agent.events}"
+        ) from None
 
 
 async def call_in(uac: SipUac, probe: RtpProbe, did: str) -> UacCall:
@@ -125,7 +142,9 @@ async def call_in(uac: SipUac, probe: RtpProbe, did: str) -> UacCall:
     return call
 
 
-async def test_caller_talks_to_a_pjsua_agent_and_hears_its_echo(qserver: RunningServer, api: httpx.AsyncClient) -> None:
+async def test_caller_talks_to_a_pjsua_agent_and_hears_its_echo(
+    qserver: RunningServer, api: httpx.AsyncClient
+) -> None:
     extension, password = await make_agent(api, skills={"support": 3})
     async with pjsua(extension, password, echo=True) as agent:
         await registered(agent)
@@ -136,8 +155,9 @@ async def test_caller_talks_to_a_pjsua_agent_and_hears_its_echo(qserver: Running
             probe.start_audio(CALLER_PCM)
             offered = await agent.wait_event(lambda e: e["event"] == "incoming", 10)
             assert offered["headers"].get("X-Helpline-Queue") == "support"
-            assert offered["headers"].get("X-Helpline-Data-Account") == "A-+15551230001" or \
-                offered["headers"].get("X-Helpline-Data-Account", "").startswith("A-")
+            assert offered["headers"].get("X-Helpline-Data-Account") == "A-+15551230001" or offered[
+                "headers"
+            ].get("X-Helpline-Data-Account", "").startswith("A-")
             await agent.wait_event(lambda e: e["event"] == "call_state" and e["state"] == "CONFIRMED", 10)
             # the caller's tone goes to the agent, which loops it back: both directions of the bridge
             await hears(probe, CALLER_TONE, agent)
@@ -156,7 +176,9 @@ async def test_caller_talks_to_a_pjsua_agent_and_hears_its_echo(qserver: Running
     assert routing["decisions"][0]["chosen"] == extension
 
 
-async def test_agent_hangup_ends_the_caller_and_wrapup_follows(qserver: RunningServer, api: httpx.AsyncClient) -> None:
+async def test_agent_hangup_ends_the_caller_and_wrapup_follows(
+    qserver: RunningServer, api: httpx.AsyncClient
+) -> None:
     extension, password = await make_agent(api, skills={"support": 2})
     async with pjsua(extension, password) as agent:
         await registered(agent)
@@ -176,10 +198,15 @@ async def test_agent_hangup_ends_the_caller_and_wrapup_follows(qserver: RunningS
     assert milestones == ["agent_done"]
 
 
-async def test_rejecting_agent_goes_cold_and_the_next_agent_answers(qserver: RunningServer, api: httpx.AsyncClient) -> None:
+async def test_rejecting_agent_goes_cold_and_the_next_agent_answers(
+    qserver: RunningServer, api: httpx.AsyncClient
+) -> None:
     first, first_pw = await make_agent(api, skills={"support": 5})  # best proficiency: offered first
     second, second_pw = await make_agent(api, skills={"support": 1})
-    async with pjsua(first, first_pw, incoming="reject:486") as rejecting, pjsua(second, second_pw) as answering:
+    async with (
+        pjsua(first, first_pw, incoming="reject:486") as rejecting,
+        pjsua(second, second_pw) as answering,
+    ):
         await registered(rejecting)
         await registered(answering)
         for ext in (first, second):
@@ -229,7 +256,9 @@ async def test_caller_hanging_up_while_the_agent_rings_stops_the_ringing(
     assert left["data"]["reason"] == "abandoned"
 
 
-async def test_agent_hold_plays_hold_audio_to_the_caller(qserver: RunningServer, api: httpx.AsyncClient) -> None:
+async def test_agent_hold_plays_hold_audio_to_the_caller(
+    qserver: RunningServer, api: httpx.AsyncClient
+) -> None:
     extension, password = await make_agent(api)
     async with pjsua(extension, password, echo=True) as agent:
         await registered(agent)
@@ -250,7 +279,9 @@ async def test_agent_hold_plays_hold_audio_to_the_caller(qserver: RunningServer,
             await probe.stop_audio()
 
 
-async def test_queue_with_nobody_logged_in_refuses_to_join(qserver: RunningServer, api: httpx.AsyncClient) -> None:
+async def test_queue_with_nobody_logged_in_refuses_to_join(
+    qserver: RunningServer, api: httpx.AsyncClient
+) -> None:
     async with await SipUac.open() as uac, await RtpProbe.open() as probe:
         # nobody is ready, but the queue has members who are logged out: join-empty refuses
         call = await call_in(uac, probe, "+18005550106")
