@@ -21,7 +21,7 @@ from .config import EdgePolicy, SipSettings, TrunkConfig
 from .digest import DigestGuard
 from .identity import CallIdentity, read_identity
 from .policy import decide_call, match_trunk
-from .transport import EdgeTcpTransport, EdgeTransport, EdgeUdpTransport
+from .transport import EdgeTcpTransport, EdgeTransport, bind_listeners
 from .uas import EdgeUas
 from .validation import Problem
 
@@ -67,22 +67,19 @@ class TrunkBridge:
 
     async def start(self) -> None:
         """Bind the configured transports on one port (an ephemeral one when ``port`` is 0)."""
-        port = self.settings.port
-        t1 = self.settings.timer_t1
+        settings = self.settings
+
+        async def start(name: str, transport: EdgeTransport) -> None:
+            uas = EdgeUas(transport, settings, self)
+            await uas.start()
+            self._uas[name] = uas
+            host, port = transport.local_addr
+            uas.advertised_addr = (settings.advertised_host or host, port)
+
         try:
-            for name in sorted(self.settings.transports, key=lambda n: n != "udp"):
-                local = (self.settings.host, port)
-                transport: EdgeUdpTransport | EdgeTcpTransport = (
-                    EdgeUdpTransport(local_addr=local, hooks=self, t1=t1)
-                    if name == "udp"
-                    else EdgeTcpTransport(local_addr=local, hooks=self, t1=t1)
-                )
-                uas = EdgeUas(transport, self.settings, self)
-                await uas.start()
-                self._uas[name] = uas
-                port = transport.local_addr[1]
-                uas.advertised_addr = (self.settings.advertised_host or transport.local_addr[0], port)
-                self.local_addresses[name] = transport.local_addr
+            self.local_addresses = await bind_listeners(
+                settings.host, settings.port, settings.transports, self, settings.timer_t1, start
+            )
         except BaseException:
             await self.stop()
             raise

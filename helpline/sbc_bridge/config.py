@@ -18,6 +18,13 @@ from .numbers import is_e164
 RFC4028_MIN_SE = 90
 
 
+def unique_transports(value: tuple[str, ...]) -> tuple[str, ...]:
+    """A listener's transports, each once, in the order given; at least one."""
+    if not value:
+        raise ValueError("at least one transport (udp or tcp) is required")
+    return tuple(dict.fromkeys(value))
+
+
 class SipSettings(BaseModel):
     """How the edge listens and behaves on the wire.
 
@@ -45,9 +52,7 @@ class SipSettings(BaseModel):
     @field_validator("transports")
     @classmethod
     def _at_least_one_transport(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one transport (udp or tcp) is required")
-        return tuple(dict.fromkeys(value))
+        return unique_transports(value)
 
     @model_validator(mode="after")
     def _session_timer_bounds(self) -> SipSettings:

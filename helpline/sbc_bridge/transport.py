@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -364,3 +364,32 @@ class EdgeTcpTransport(TcpSipTransport):
 
 
 EdgeTransport = EdgeUdpTransport | EdgeTcpTransport
+
+
+async def bind_listeners(
+    host: str,
+    port: int,
+    transports: tuple[str, ...],
+    hooks: TransportHooks,
+    t1: float,
+    start: Callable[[str, EdgeTransport], Awaitable[None]],
+) -> dict[str, Addr]:
+    """Create and start one transport per name on one port; the bound address of each.
+
+    UDP goes first, so with ``port`` 0 the others take the ephemeral port UDP was given (one port
+    for every transport, as RFC 3263 expects). ``start(name, transport)`` wraps and starts each one.
+    """
+    bound: dict[str, Addr] = {}
+    for name in sorted(transports, key=lambda n: n != "udp"):
+        local = (host, port)
+        transport: EdgeTransport = (
+            EdgeUdpTransport(local_addr=local, hooks=hooks, t1=t1)
+            if name == "udp"
+            else EdgeTcpTransport(local_addr=local, hooks=hooks, t1=t1)
+        )
+        await start(name, transport)
+        port = transport.local_addr[1]
+        bound[name] = transport.local_addr
+    if host in ("0.0.0.0", "::"):
+        logger.info("listening on a wildcard address; set advertised_host for Contact and Via")
+    return bound

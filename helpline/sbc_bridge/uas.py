@@ -30,12 +30,13 @@ from aiosipua.session_timer import SessionTimer, parse_session_expires
 from aiosipua.transaction import TransactionState
 from aiosipua.uas import SipUAS
 from aiosipua.uas_requests import handle_ack, handle_bye, handle_cancel, handle_update, session_refreshed
-from aiosipua.utils import format_addr, generate_tag
+from aiosipua.utils import format_addr
 
 from .config import SipSettings, TrunkConfig
 from .dtmf import DTMF_CONTENT_TYPES, parse_dtmf_info
 from .leg import ALLOW, SUPPORTED, EdgeCall, SipLeg
 from .outbound import InDialogRequests
+from .responses import copy_transaction_headers
 from .transport import EdgeTcpTransport, EdgeUdpTransport
 from .validation import Problem, max_forwards_exhausted, validate_request
 
@@ -160,7 +161,7 @@ class EdgeUas(SipUAS):
     ) -> None:
         """aiosipua's version appends a second tag to a To that already has one; this one does not."""
         response = SipResponse(status_code=status_code, reason_phrase=reason)
-        self._copy_transaction_headers(request, response)
+        copy_transaction_headers(request, response)
         for name, value in (extra_headers or {}).items():
             response.headers.set_single(name, value)
         if self.user_agent:
@@ -369,25 +370,11 @@ class EdgeUas(SipUAS):
 
     def _handle_options(self, request: SipRequest, addr: Addr) -> None:
         response = SipResponse(status_code=200, reason_phrase="OK")
-        self._copy_transaction_headers(request, response)
+        copy_transaction_headers(request, response)
         response.headers.set_single("Allow", ALLOW)
         response.headers.set_single("Accept", "application/sdp")
         response.headers.set_single("Supported", SUPPORTED)
         self.transport.send_reply(response)
-
-    @staticmethod
-    def _copy_transaction_headers(request: SipRequest, response: SipResponse) -> None:
-        for via in request.headers.get("via"):
-            response.headers.append("Via", via)
-        for name in ("From", "Call-ID", "CSeq"):
-            value = request.headers.get_first(name)
-            if value:
-                response.headers.set_single(name, value)
-        to_value = request.headers.get_first("to") or ""
-        if to_value and ";tag=" not in to_value.replace(" ", "").lower():
-            to_value += f";tag={generate_tag()}"
-        if to_value:
-            response.headers.set_single("To", to_value)
 
     def _transfer_progress(self, call_id: str, status: int, reason: str) -> None:
         call = self._calls.get(call_id)

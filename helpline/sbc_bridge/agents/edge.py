@@ -17,7 +17,12 @@ from typing import Any
 
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
-from ..transport import EdgeTcpTransport, EdgeTransport, EdgeUdpTransport, _cseq_method, _top_branch
+from ..transport import (
+    EdgeTransport,
+    _cseq_method,
+    _top_branch,
+    bind_listeners,
+)
 from ..validation import max_forwards_exhausted, validate_request
 from .auth import AgentDigest, AuthVerdict
 from .binding import Binding
@@ -76,23 +81,20 @@ class AgentEdge:
 
     async def start(self) -> None:
         """Bind the configured transports on one port (an ephemeral one when ``port`` is 0)."""
-        port = self.settings.port
-        t1 = self.settings.timer_t1
+        settings = self.settings
+
+        async def start(name: str, transport: EdgeTransport) -> None:
+            wire = AgentWire(transport, settings.timer_t1, settings.user_agent)
+            transport.on_message = partial(self._on_message, wire)
+            await transport.start()
+            self._wires[name] = wire
+            host, port = transport.local_addr
+            wire.advertised = (settings.advertised_host or host, port)
+
         try:
-            for name in sorted(self.settings.transports, key=lambda n: n != "udp"):
-                local = (self.settings.host, port)
-                transport: EdgeTransport = (
-                    EdgeUdpTransport(local_addr=local, hooks=self, t1=t1)
-                    if name == "udp"
-                    else EdgeTcpTransport(local_addr=local, hooks=self, t1=t1)
-                )
-                wire = AgentWire(transport, t1, self.settings.user_agent)
-                transport.on_message = partial(self._on_message, wire)
-                await transport.start()
-                self._wires[name] = wire
-                port = transport.local_addr[1]
-                wire.advertised = (self.settings.advertised_host or transport.local_addr[0], port)
-                self.local_addresses[name] = transport.local_addr
+            self.local_addresses = await bind_listeners(
+                settings.host, settings.port, settings.transports, self, settings.timer_t1, start
+            )
         except BaseException:
             await self.stop()
             raise

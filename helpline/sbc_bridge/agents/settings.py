@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config import unique_transports
+
 
 class AgentEdgeSettings(BaseModel):
     """How the agent listener binds and how its registrar, qualify and timers behave.
@@ -47,9 +49,7 @@ class AgentEdgeSettings(BaseModel):
     @field_validator("transports")
     @classmethod
     def _at_least_one_transport(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one transport (udp or tcp) is required")
-        return tuple(dict.fromkeys(value))
+        return unique_transports(value)
 
     @field_validator("digest_algorithms")
     @classmethod

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 
 from aiosipua.headers import parse_uri
 from aiosipua.message import SipRequest, SipResponse
-from aiosipua.utils import format_addr, generate_branch, generate_tag
+from aiosipua.utils import format_addr, generate_branch
 
 from ..outbound import InDialogRequests
+from ..responses import copy_transaction_headers
 from ..transport import EdgeTcpTransport, EdgeTransport
 
 logger = logging.getLogger(__name__)
@@ -62,17 +63,7 @@ class AgentWire:
     ) -> SipResponse:
         """A response to ``request`` (Via, From, To with a tag, Call-ID, CSeq copied)."""
         response = SipResponse(status_code=code, reason_phrase=reason)
-        for via in request.headers.get("via"):
-            response.headers.append("Via", via)
-        for name in ("From", "Call-ID", "CSeq"):
-            value = request.headers.get_first(name)
-            if value:
-                response.headers.set_single(name, value)
-        to_value = request.headers.get_first("to") or ""
-        if to_value and ";tag=" not in to_value.replace(" ", "").lower() and code > 100:
-            to_value += f";tag={to_tag or generate_tag()}"
-        if to_value:
-            response.headers.set_single("To", to_value)
+        copy_transaction_headers(request, response, to_tag=to_tag)
         for name, value in headers:
             response.headers.append(name, value)
         if self.user_agent:
