@@ -59,8 +59,11 @@ class InDialogRequests:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # arrives as the response does, leaving the caller's task running after cancel().
                 try:
-                    return await asyncio.wait_for(asyncio.shield(future), min(interval, remaining))
+                    async with asyncio.timeout(min(interval, remaining)):
+                        return await asyncio.shield(future)
                 except TimeoutError:
                     if not self._transport.reliable:
                         self._transport.send(request, destination)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -132,6 +132,20 @@ class AgentEdge:
     def bindings(self, extension: str) -> tuple[Binding, ...]:
         """The agent's current bindings, oldest first."""
         return self._registrar.bindings(extension)
+
+    def restore(self, bindings: Iterable[Binding]) -> int:
+        """Bindings saved before a restart, put back until their phones refresh them; how many were.
+
+        Call after :meth:`start`. Each starts unreachable and is qualified at once (see
+        ``Registrar.restore``); one for a transport that is not running is skipped.
+        """
+        restored = 0
+        for binding in bindings:
+            if binding.transport in self._wires and self._registrar.restore(binding):
+                restored += 1
+        if restored:
+            logger.info("restored %d registrations from before the restart", restored)
+        return restored
 
     def live_dialogs(self) -> set[str]:
         """SIP Call-IDs of confirmed agent dialogs."""

@@ -199,6 +199,24 @@ class Registrar:
 
     # --- changes ---
 
+    def restore(self, binding: Binding) -> bool:
+        """Put back a binding saved before a restart; False when it has expired or is already known.
+
+        It starts unreachable: only an answer to the qualify OPTIONS (sent at once) proves the phone
+        is still there, so no call is offered to a device that went away while we were down. The
+        phone's next REGISTER refreshes it like any other binding.
+        """
+        remaining = binding.expires_at - time.time()
+        if remaining <= 0 or self.get(binding.extension, binding.contact) is not None:
+            return False
+        entry = _Entry(replace(binding, reachable=False, rtt_ms=None), call_id="", cseq=0)
+        self._entries.setdefault(binding.extension, {})[binding.contact] = entry
+        self._arm(binding.extension, entry, max(1, round(remaining)))
+        self._evict_oldest(binding.extension, keep=binding.contact)
+        self._added(entry.binding)
+        self._notify(binding.extension)
+        return True
+
     def set_reachability(self, extension: str, contact: str, reachable: bool, rtt_ms: float | None) -> None:
         """Record a qualify result; tells ``on_change`` when reachability (or the first RTT) changed."""
         entry = self._entries.get(extension, {}).get(contact)

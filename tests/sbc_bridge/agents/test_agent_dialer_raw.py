@@ -269,3 +269,27 @@ async def test_refer_from_the_agent_and_transfer_notifies(make_agent_edge) -> No
     finally:
         agent.close()
         stranger.close()
+
+
+async def test_restored_binding_is_qualified_before_it_takes_calls(make_agent_edge) -> None:
+    """After a restart the saved binding comes back unreachable, and the phone's OPTIONS answer
+    makes it reachable; one that expired meanwhile is not restored."""
+    from dataclasses import replace
+
+    first = await make_agent_edge()
+    agent, binding = await _registered(first)
+    try:
+        async with asyncio.timeout(5):  # stops at once even while the first qualify is in flight
+            await first.edge.stop()
+        second = await make_agent_edge()
+        expired = replace(binding, contact="sip:1001@127.0.0.1:9", expires_at=binding.registered_at - 1)
+        assert second.edge.restore([binding, expired]) == 1
+        (restored,) = second.edge.bindings("1001")
+        assert restored.contact == binding.contact and not restored.reachable
+        mark = len(agent.messages)
+        await agent.wait_for(lambda m: m.method == "OPTIONS" and not m.is_response, 3, since=mark)
+        (alive,) = await second.wait_bindings("1001", lambda b: len(b) == 1 and b[0].reachable, 3)
+        assert alive.source == binding.source and alive.expires_at == binding.expires_at
+        assert second.edge.restore([binding]) == 0  # known already: not restored twice
+    finally:
+        agent.close()
