@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -250,6 +250,19 @@ class AgentRepository:
             if known:
                 present = set((await session.scalars(select(Agent.extension))).all())
         return AgentChanges(changed=changed, removed=frozenset(known - present), as_of=as_of)
+
+    async def latest_events(self, type: str) -> dict[str, AgentEventRecord]:
+        """The newest event of ``type`` for each agent, by extension (what a restart restores)."""
+        newest = (
+            select(AgentEvent.extension, func.max(AgentEvent.id).label("id"))
+            .where(AgentEvent.type == type, AgentEvent.extension.is_not(None))
+            .group_by(AgentEvent.extension)
+            .subquery()
+        )
+        query = select(AgentEvent).join(newest, AgentEvent.id == newest.c.id)
+        async with self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return {row.extension: AgentEventRecord.model_validate(row) for row in rows if row.extension}
 
     async def list_events(
         self,

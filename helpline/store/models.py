@@ -193,4 +193,5 @@ class AgentEvent(Base):
     __table_args__ = (
         Index("ix_agent_events_extension_at", "extension", "at"),
         Index("ix_agent_events_at", "at"),
+        Index("ix_agent_events_type_extension_id", "type", "extension", "id"),
     )

@@ -243,6 +243,17 @@ async def test_agent_event_lister_filters_and_pages(migrated_store: Store) -> No
         await agents.list_events(cursor="bm90IGEgY3Vyc29y")
 
 
+async def test_latest_event_of_a_type_per_agent(migrated_store: Store) -> None:
+    sink = StoreSink(migrated_store)
+    sink.start()
+    for i in range(10):
+        sink(agent_event("agent.presence" if i % 2 else "agent.reachable", i, "1001" if i < 7 else "1002"))
+    await sink.aclose(give_up_after=10)
+    latest = await migrated_store.agents.latest_events("agent.presence")
+    assert {ext: int((e.at - T0).total_seconds()) for ext, e in latest.items()} == {"1001": 5, "1002": 9}
+    assert await migrated_store.agents.latest_events("agent.nothing") == {}
+
+
 async def test_migration_0002_adds_the_tables_and_downgrades(db_url: str) -> None:
     await upgrade(db_url)
     store = Store(db_url)

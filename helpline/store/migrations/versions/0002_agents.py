@@ -54,6 +54,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_agent_events_extension_at", "agent_events", ["extension", "at"])
     op.create_index("ix_agent_events_at", "agent_events", ["at"])
+    # The latest event of a type per agent (what a restarting service restores)
+    op.create_index("ix_agent_events_type_extension_id", "agent_events", ["type", "extension", "id"])
 
 
 def downgrade() -> None:
