@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WIRE_FLOWS = REPO / "tests" / "wire_flows"
 
 DIDS = {
@@ -26,6 +28,7 @@ DIDS = {
     "+18005550100": "dtmf_branch",
     "+18005550106": "queue_support",
     "+18005550107": "queue_spanish",
+    "+18005550108": "queue_announce",
 }
 
 
@@ -85,6 +88,12 @@ class RunningServer:
         return self.proc.returncode
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, so a killed run leaves no server behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def write_config(path: Path, *, sip_port: int, http_port: int, data_dir: Path, extra: str = "",
                  flows_dir: Path = WIRE_FLOWS, agent_port: int | None = None) -> None:
     dids = ", ".join(f'"{k}" = "{v}"' for k, v in DIDS.items())
@@ -142,6 +151,7 @@ def start_server(tmp: Path, *, sip_port: int = 5070, http_port: int = 8090, extr
     proc = subprocess.Popen(
         [sys.executable, "-m", "helpline", "serve", "--config", str(cfg)],
         stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})},
+        preexec_fn=_die_with_parent,
     )
     server = RunningServer(proc, sip_port, http_port, data_dir, log_path)
     deadline = time.monotonic() + 20

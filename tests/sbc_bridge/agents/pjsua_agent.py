@@ -13,11 +13,14 @@ lines on stdin. From an async test::
 
 ``incoming``: ``answer`` (180 then 200 after ``answer_delay_ms``), ``ring`` (180 only), or
 ``reject:<code>`` (that final answer). Commands: ``hangup``, ``hold``, ``unhold``, ``answer``,
-``unregister``, ``dtmf_info`` (``digits``), ``quit``.
+``unregister``, ``dtmf_info`` (``digits``), ``transfer`` (``target``: a SIP URI; a blind transfer by
+REFER), ``quit``. :meth:`PjsuaAgent.kill` ends the process the hard way (no un-REGISTER, no BYE): a
+device that vanished.
 
 Events (each a dict with ``event`` and ``t``): ``ready`` (local_port), ``reg`` (code, active,
 reason), ``incoming`` (call_id, from, to, pai, headers: the X-Helpline-* ones, remote_sdp), ``call_state``
-(state, code), ``media`` (dir), ``tsx`` (method, role, state, status), ``error`` (text).
+(state, code), ``media`` (dir), ``tsx`` (method, role, state, status), ``xfer_status`` (code, final:
+the NOTIFYs about our REFER), ``error`` (text).
 ``log_file`` holds pjsua's own level-5 log (every message sent and received).
 """
 
@@ -146,6 +149,13 @@ class PjsuaAgent:
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    async def kill(self) -> None:
+        """SIGKILL: the phone drops off the network without un-registering or hanging up."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
     async def stop(self) -> None:
         """Ask the agent to quit, then kill it if it does not within a few seconds."""
@@ -283,6 +293,8 @@ class _Agent:
             prm.digits = str(command["digits"])
             prm.duration = 160
             _retry_busy(lambda: call.sendDtmf(prm))
+        elif op == "transfer":
+            _retry_busy(lambda: call.xfer(str(command["target"]), pj.CallOpParam(True)))
         else:
             self.emit("error", text=f"unknown op {op!r}")
 
@@ -399,6 +411,9 @@ def _make_account_class(pj: Any, owner: _Agent) -> Any:
                         owner.emit("echo", index=index)
             except Exception as exc:
                 owner.emit("error", text=f"media: {exc}")
+
+        def onCallTransferStatus(self, prm: Any) -> None:
+            owner.emit("xfer_status", code=int(prm.statusCode), final=bool(prm.finalNotify))
 
         def onCallTsxState(self, prm: Any) -> None:
             try:
