@@ -44,6 +44,8 @@ TICK_S = 0.5
 _CLOCK_KEYS = ("presence_since", "activity_since", "until", "idle_since", "last_offer_at", "step_entered_at")
 RECONCILE_S = 5.0
 RELOAD_S = 5.0
+# the sipfrag status told to the agent for each outcome of a transfer through the trunk
+_TRANSFER_STATUS = {"connected": 200, "busy": 486, "no_answer": 480, "failed": 480}
 
 
 class StoredAgentLike(Protocol):
@@ -112,8 +114,8 @@ class _Waiter:
     spec: EnqueueSpec
     joined_at: float
     offer_task: asyncio.Task[None] | None = None
-    connected: asyncio.Future[_Conversation] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    left: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    connected: asyncio.Future[_Conversation] = field(default_factory=lambda: _future())
+    left: asyncio.Future[str] = field(default_factory=lambda: _future())
 
 
 @dataclass(eq=False)
@@ -128,6 +130,7 @@ class _Conversation:
     done: asyncio.Future[str]
     hold_task: asyncio.Task[None] | None = None
     transfer_to: str | None = None
+    agent_gone: bool = False  # the agent's leg ended (kept apart from ``done``, which a transfer may hold)
 
 
 class QueueRuntime:
@@ -276,7 +279,8 @@ class QueueRuntime:
         if self.edge is not None:
             view["devices"] = [
                 {"contact": b.contact, "source": f"{b.source[0]}:{b.source[1]}", "transport": b.transport,
-                 "reachable": b.reachable, "rtt_ms": b.rtt_ms, "expires_in_s": round(b.expires_at - time.time())}
+                 "reachable": b.reachable, "rtt_ms": b.rtt_ms,
+                 "expires_in_s": round(b.expires_at - time.time())}
                 for b in self.edge.bindings(extension)
             ]
         return view
@@ -418,7 +422,7 @@ class QueueRuntime:
     async def _hold(self, waiter: _Waiter, config: QueueConfig) -> None:
         """Hold audio in a loop, with position and wait announcements between loops."""
         rtp = waiter.caller.rtp
-        specs = list(waiter.spec.hold_prompts) or [_prompt(p) for p in config.hold_prompt] or list(DEFAULT_HOLD)
+        specs = _hold_specs(waiter, config)
         announce = config.announcements
         next_announcement = waiter.joined_at + announce.first_after_s
         last_position: int | None = None
@@ -513,7 +517,8 @@ class QueueRuntime:
             self._miss(offer, "unreachable", "media ports exhausted")
             return
         sdp = SdpSession()
-        offer_sdp = sdp.offer(self._media_policy.advertised_host, agent_rtp.local_port, self._media_policy.codecs)
+        policy = self._media_policy
+        offer_sdp = sdp.offer(policy.advertised_host, agent_rtp.local_port, policy.codecs)
         headers = self._offer_headers(waiter, offer)
         assert edge is not None
         legs = [edge.dial(b, caller=waiter.caller.caller, caller_name=waiter.caller.caller_name,
@@ -582,6 +587,7 @@ class QueueRuntime:
         leg = conversation.leg
 
         def ended(end: CallEnd) -> None:
+            conversation.agent_gone = True
             if not conversation.done.done():
                 conversation.done.set_result("agent_hangup")
 
@@ -607,6 +613,13 @@ class QueueRuntime:
         def refer(target: str) -> bool:
             if conversation.transfer_to is not None:
                 return False
+            if _queue_target(target) not in self._queues and _number_target(target) is None:
+                # refused with 403 before anything changes: the conversation simply goes on
+                log.warning("agent %s asked to transfer to %r: neither a queue nor a number",
+                            conversation.extension, target)
+                self._publish_one("queue.transfer_refused", waiter.call_id, {
+                    "extension": conversation.extension, "target": target})
+                return False
             conversation.transfer_to = target
             if not conversation.done.done():
                 conversation.done.set_result("transfer")
@@ -617,7 +630,9 @@ class QueueRuntime:
         leg.on_dtmf = dtmf
         leg.on_refer = refer
 
-    def _set_hold(self, waiter: _Waiter, conversation: _Conversation, config: QueueConfig, held: bool) -> None:
+    def _set_hold(
+        self, waiter: _Waiter, conversation: _Conversation, config: QueueConfig, held: bool
+    ) -> None:
         if held == (conversation.hold_task is not None):
             return
         conversation.bridge.hold(held)
@@ -632,24 +647,30 @@ class QueueRuntime:
             waiter.caller.rtp.stop_playback()
 
     async def _hold_music(self, waiter: _Waiter, config: QueueConfig) -> None:
-        specs = list(waiter.spec.hold_prompts) or [_prompt(p) for p in config.hold_prompt] or list(DEFAULT_HOLD)
+        specs = _hold_specs(waiter, config)
         while True:
             for spec in specs:
                 await waiter.caller.rtp.play(await self._prompts.get(spec), barge_in=False)
 
     async def _converse(self, waiter: _Waiter, conversation: _Conversation) -> str:
         """Until either side hangs up (or the agent transfers); then wrap-up starts for the agent."""
-        outcome = "answered"
         try:
-            how = await asyncio.shield(conversation.done)
-            if how == "transfer" and conversation.transfer_to is not None:
+            while True:
+                how = await asyncio.shield(conversation.done)
+                if how != "transfer" or conversation.transfer_to is None:
+                    return "answered"
                 outcome = await self._transfer(waiter, conversation, conversation.transfer_to)
+                if outcome is not None:
+                    return outcome
         finally:
             self._end_conversation(waiter, conversation)
-        return outcome
 
-    async def _transfer(self, waiter: _Waiter, conversation: _Conversation, target: str) -> str:
-        """A blind transfer from the agent: to another queue (``sip:queue-NAME@...``) or a number."""
+    async def _transfer(self, waiter: _Waiter, conversation: _Conversation, target: str) -> str | None:
+        """A blind transfer from the agent: to another queue (``sip:queue-NAME@...``) or a number.
+
+        Returns the caller's outcome, or None when a transfer to a number failed and the caller and
+        the agent are talking again (a blind transfer that fails leaves the call where it was).
+        """
         conversation.bridge.stop()
         queue = _queue_target(target)
         self._publish_one("queue.transfer", waiter.call_id, {
@@ -659,14 +680,18 @@ class QueueRuntime:
             self._end_conversation(waiter, conversation)
             return await self.wait(waiter.caller, queue, waiter.spec)
         number = _number_target(target)
-        if number is None:
-            conversation.leg.notify_transfer(404)
-            log.warning("agent transfer to %r: neither a queue nor a number", target)
-            return "answered"
+        assert number is not None  # the REFER was refused otherwise
         conversation.leg.notify_transfer(100)
         result = await waiter.caller.transfer(number, timeout=30.0)
-        conversation.leg.notify_transfer(200 if result == "connected" else 480)
-        return "answered"
+        conversation.leg.notify_transfer(_TRANSFER_STATUS.get(result, 480))
+        self._publish_one("queue.transfer_result", waiter.call_id, {
+            "extension": conversation.extension, "target": target, "result": result})
+        if result == "connected" or conversation.agent_gone:
+            return "answered"
+        conversation.transfer_to = None
+        conversation.done = asyncio.get_running_loop().create_future()
+        conversation.bridge.start()
+        return None
 
     def _end_conversation(self, waiter: _Waiter, conversation: _Conversation) -> None:
         if self._conversations.get(waiter.call_id) is not conversation:
@@ -719,6 +744,15 @@ async def _first_answer(legs: Sequence[AgentLeg]) -> tuple[AgentLeg | None, Dial
             future.cancel()
     assert last is not None
     return None, last
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+def _hold_specs(waiter: _Waiter, config: QueueConfig) -> list[PromptSpec]:
+    """The flow's hold prompts, else the queue's, else the built-in hold tone."""
+    return list(waiter.spec.hold_prompts) or [_prompt(p) for p in config.hold_prompt] or list(DEFAULT_HOLD)
 
 
 def _prompt(text: str) -> PromptSpec:
