@@ -404,6 +404,10 @@ class RoutingEngine:
         """``tick(now)`` then ``next_offers(now)``: what a runtime does on every wake-up."""
         return self.tick(now), self.next_offers(now)
 
+    def offer_pending(self, offer_id: str) -> bool:
+        """Whether the offer still waits for its result (the caller leaving closes it too)."""
+        return offer_id in self._offers
+
     def offer_result(self, offer_id: str, outcome: OfferOutcome, now: float) -> list[EngineEvent]:
         """How an offer ended: answered, cancelled (caller left, or runtime gave up), or a miss."""
         if outcome != "answered" and outcome != "cancelled" and outcome not in MISS_CAUSES:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -556,7 +557,8 @@ class QueueRuntime:
         except asyncio.CancelledError:
             for leg in legs:
                 leg.cancel()
-            self._apply(self.engine.offer_result(offer.offer_id, "cancelled", self._clock()))
+            if self.engine.offer_pending(offer.offer_id):  # not when the caller's leaving closed it
+                self._apply(self.engine.offer_result(offer.offer_id, "cancelled", self._clock()))
             raise
         finally:
             if not connected:
@@ -678,7 +680,9 @@ class QueueRuntime:
         if queue is not None and queue in self._queues:
             conversation.leg.notify_transfer(200)
             self._end_conversation(waiter, conversation)
-            return await self.wait(waiter.caller, queue, waiter.spec)
+            # The first queue's skill requirements were for the first agent; the new queue's own apply.
+            spec = dataclasses.replace(waiter.spec, requirements=None, skills=())
+            return await self.wait(waiter.caller, queue, spec)
         number = _number_target(target)
         assert number is not None  # the REFER was refused otherwise
         conversation.leg.notify_transfer(100)

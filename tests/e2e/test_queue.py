@@ -1,29 +1,42 @@
 """Callers reach agents on real softphones through the skill-based queue, end to end.
 
-One ``helpline serve`` for the module. Callers are our RTP probe phone (so their audio can be sent and
-checked) or SIPp; agents are pjsua2 and baresip softphones that register with the agent listener. Each
-test creates its own agents through the API and logs every agent out afterwards, so tests do not see
-each other's agents.
+One ``helpline serve`` for the module, offering SHA-256 and MD5 digests. Callers are our RTP probe
+phone (so their audio can be sent and checked); agents are pjsua2 softphones that register with the
+agent listener. Each test creates its own agents through the API and logs every agent out afterwards,
+so tests do not see each other's agents. More peers and promises: ``test_queue_peers.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.server import RunningServer, start_server
-from tests.sbc_bridge.agents.pjsua_agent import PjsuaAgent
-from tests.support.rtp_probe import RtpProbe, make_sdp_offer, sine_pcm16
-from tests.support.sip_uac import SipUac, UacCall
+from tests.e2e.queue_support import (
+    CALLER_TONE,
+    HOLD_TONE,
+    QueueFloor,
+    api_client,
+    ended_call,
+    events_of,
+    hears,
+    milestones,
+    presence,
+    registered,
+    state_is,
+    wait_agent,
+)
+from tests.e2e.queue_support import make_agent as _make_agent
+from tests.e2e.server import RunningServer
+from tests.support.rtp_probe import RtpProbe
+from tests.support.sip_uac import SipUac
 from tests.support.sipp import require_binary
 
-SIP_PORT, AGENT_PORT, HTTP_PORT = 5300, 5310, 8130
+FLOOR = QueueFloor(sip_port=5300, agent_port=5310, http_port=8130)
+SUPPORT = "+18005550106"
 QUEUE_CONFIG = """
 [queues.support]
 ring_timeout_s = 3
@@ -31,146 +44,57 @@ wrapup_s = 1
 exit_key = "9"
 announcements = { first_after_s = 60, every_s = 60 }
 [queues.support.policy.rona.causes]
-no_answer = { cooldown_s = 30, counts = true }
 busy = { cooldown_s = 30, counts = false }
-rejected = { cooldown_s = 30, counts = true }
-unreachable = { cooldown_s = 30, counts = true }
 
 [queues.billing]
 """
-CALLER_TONE, AGENT_TONE, HOLD_TONE = 697.0, 1209.0, 440.0
-TONES = (CALLER_TONE, AGENT_TONE, HOLD_TONE, 1000.0)
-CALLER_PCM = sine_pcm16([CALLER_TONE], 1.0)  # a whole number of cycles: loops without a click
 _extensions = itertools.count(2001)
 
 
 @pytest.fixture(scope="module")
 def qserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_binary("espeak-ng")
-    srv = start_server(
-        tmp_path_factory.mktemp("helpline-queue"),
-        sip_port=SIP_PORT,
-        http_port=HTTP_PORT,
-        extra=QUEUE_CONFIG,
-        agent_port=AGENT_PORT,
-        env={
-            "HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1",
-            "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
-            "HELPLINE_AGENTS__MIN_EXPIRES": "10",
-        },
-    )
-    yield srv
-    code = srv.stop()
-    problems = [
-        line
-        for line in srv.log_lines()
-        if line.get("level") in ("error", "critical") or "Traceback" in str(line.get("raw", ""))
-    ]
-    assert code == 0, f"helpline serve exited {code}"
-    assert not problems, f"server logged errors: {problems[:5]}"
+    env = {"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1", "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
+           "HELPLINE_AGENTS__MIN_EXPIRES": "10"}
+    yield from FLOOR.serve(tmp_path_factory.mktemp("helpline-queue"), QUEUE_CONFIG, env)
 
 
 @pytest.fixture
 async def api(qserver: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=qserver.api, timeout=5) as client:
+    async for client in api_client(qserver):
         yield client
-        # every agent a test made goes home, so the next test starts with an empty floor
-        for agent in (await client.get("/api/agents")).json()["items"]:
-            await client.put(f"/api/agents/{agent['extension']}/presence", json={"presence": "logged_out"})
 
 
-async def make_agent(
-    api: httpx.AsyncClient, *, skills: dict[str, int] | None = None, queues: tuple[str, ...] = ("support",)
-) -> tuple[str, str]:
-    extension = str(next(_extensions))
-    password = f"pw-{extension}-secret"
-    body = {
-        "extension": extension,
-        "display_name": f"Agent {extension}",
-        "password": password,
-        "skills": skills or {},
-        "queues": [{"queue": q} for q in queues],
-    }
-    response = await api.post("/api/agents", json=body)
-    assert response.status_code == 201, response.text
-    return extension, password
-
-
-async def ready(api: httpx.AsyncClient, extension: str) -> None:
-    response = await api.put(f"/api/agents/{extension}/presence", json={"presence": "ready"})
-    assert response.status_code == 200, response.text
-
-
-async def wait_agent(
-    api: httpx.AsyncClient, extension: str, timeout: float = 10.0, **expected: Any
-) -> dict[str, Any]:
-    """Poll the live agent view until every expected field has its value."""
-    last: dict[str, Any] = {}
-    async with asyncio.timeout(timeout):
-        while True:
-            last = (await api.get(f"/api/agents/{extension}")).json()
-            live = last.get("live") or last
-            if all(live.get(k) == v for k, v in expected.items()):
-                return live
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"agent {extension} never reached {expected}: {last}")
-
-
-def pjsua(extension: str, password: str, **kwargs: Any) -> PjsuaAgent:
-    return PjsuaAgent(registrar=("127.0.0.1", AGENT_PORT), extension=extension, password=password, **kwargs)
-
-
-async def registered(agent: PjsuaAgent) -> None:
-    await agent.wait_event(lambda e: e["event"] == "reg" and e.get("code") == 200 and e.get("active"), 10)
-
-
-async def hears(probe: RtpProbe, tone: float, agent: PjsuaAgent, timeout: float = 5.0) -> None:
-    try:
-        await probe.wait_for_tone(tone, timeout=timeout, candidates=TONES)
-    except TimeoutError:
-        heard = probe.dominant_tone(TONES, since=probe.now() - 1.0)
-        raise AssertionError(
-            f"caller never heard {tone} Hz (last second: {heard}); agent: {agent.events}"
-        ) from None
-
-
-async def call_in(uac: SipUac, probe: RtpProbe, did: str) -> UacCall:
-    call = await uac.invite(f"sip:{did}@127.0.0.1:{SIP_PORT}", make_sdp_offer(probe.local_port))
-    assert call.status == 200, call.responses
-    assert call.media is not None
-    probe.use_answer(call.media)
-    return call
+async def make_agent(api: httpx.AsyncClient, **kwargs: object) -> tuple[str, str]:
+    return await _make_agent(api, str(next(_extensions)), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_caller_talks_to_a_pjsua_agent_and_hears_its_echo(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api, skills={"support": 3})
-    async with pjsua(extension, password, echo=True) as agent:
+    async with FLOOR.pjsua(extension, password, echo=True) as agent:
         await registered(agent)
         await wait_agent(api, extension, reachable=True)
-        await ready(api, extension)
+        await presence(api, extension)
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, "+18005550106")
-            probe.start_audio(CALLER_PCM)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             offered = await agent.wait_event(lambda e: e["event"] == "incoming", 10)
             assert offered["headers"].get("X-Helpline-Queue") == "support"
-            assert offered["headers"].get("X-Helpline-Data-Account") == "A-+15551230001" or offered[
-                "headers"
-            ].get("X-Helpline-Data-Account", "").startswith("A-")
-            await agent.wait_event(lambda e: e["event"] == "call_state" and e["state"] == "CONFIRMED", 10)
+            assert offered["headers"].get("X-Helpline-Data-Account") == "A-+15551230001"  # the flow's data
+            await agent.wait_event(state_is("CONFIRMED"), 10)
             # the caller's tone goes to the agent, which loops it back: both directions of the bridge
             await hears(probe, CALLER_TONE, agent)
             live = await wait_agent(api, extension, activity="connected")
             assert live["call_id"]
             assert await call.bye() == 200
-            await agent.wait_event(lambda e: e["event"] == "call_state" and e["state"] == "DISCONNECTED", 10)
+            await agent.wait_event(state_is("DISCONNECTED"), 10)
             await probe.stop_audio()
-    detail = await asyncio.to_thread(qserver.wait_call, sip_call_id=call.call_id)
+    detail = await ended_call(qserver, call.call_id)
     types = [e["type"] for e in detail["events"]]
     for expected in ("queue.joined", "queue.offer", "queue.offer_result", "queue.connected", "queue.left"):
         assert expected in types, types
-    left = next(e for e in detail["events"] if e["type"] == "queue.left")
+    (left,) = events_of(detail, "queue.left")
     assert left["data"]["reason"] == "answered"
     routing = (await api.get(f"/api/calls/{detail['id']}/routing")).json()
     assert routing["decisions"][0]["chosen"] == extension
@@ -180,22 +104,20 @@ async def test_agent_hangup_ends_the_caller_and_wrapup_follows(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api, skills={"support": 2})
-    async with pjsua(extension, password) as agent:
+    async with FLOOR.pjsua(extension, password) as agent:
         await registered(agent)
         await wait_agent(api, extension, reachable=True)
-        await ready(api, extension)
+        await presence(api, extension)
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, "+18005550106")
-            probe.start_audio(CALLER_PCM)
-            await agent.wait_event(lambda e: e["event"] == "call_state" and e["state"] == "CONFIRMED", 10)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
+            await agent.wait_event(state_is("CONFIRMED"), 10)
             agent.command("hangup")
             assert await call.wait_remote_bye(10), "the agent's BYE ends the caller's leg"
             await probe.stop_audio()
         await wait_agent(api, extension, activity="wrapup")
         await wait_agent(api, extension, activity="idle", timeout=5)
-    detail = await asyncio.to_thread(qserver.wait_call, sip_call_id=call.call_id)
-    milestones = [e["data"]["name"] for e in detail["events"] if e["type"] == "ivr.milestone"]
-    assert milestones == ["agent_done"]
+    detail = await ended_call(qserver, call.call_id)
+    assert milestones(detail) == ["agent_done"]
 
 
 async def test_rejecting_agent_goes_cold_and_the_next_agent_answers(
@@ -204,19 +126,18 @@ async def test_rejecting_agent_goes_cold_and_the_next_agent_answers(
     first, first_pw = await make_agent(api, skills={"support": 5})  # best proficiency: offered first
     second, second_pw = await make_agent(api, skills={"support": 1})
     async with (
-        pjsua(first, first_pw, incoming="reject:486") as rejecting,
-        pjsua(second, second_pw) as answering,
+        FLOOR.pjsua(first, first_pw, incoming="reject:486") as rejecting,
+        FLOOR.pjsua(second, second_pw) as answering,
     ):
         await registered(rejecting)
         await registered(answering)
         for ext in (first, second):
             await wait_agent(api, ext, reachable=True)
-            await ready(api, ext)
+            await presence(api, ext)
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, "+18005550106")
-            probe.start_audio(CALLER_PCM)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             await rejecting.wait_event(lambda e: e["event"] == "incoming", 10)
-            await answering.wait_event(lambda e: e["event"] == "call_state" and e["state"] == "CONFIRMED", 10)
+            await answering.wait_event(state_is("CONFIRMED"), 10)
             cold = await wait_agent(api, first, activity="cooldown")
             assert cold["consecutive_misses"] == 0  # busy does not count towards not-ready in this config
             assert await call.bye() == 200
@@ -225,10 +146,10 @@ async def test_rejecting_agent_goes_cold_and_the_next_agent_answers(
         log = rejecting.log_text()
         assert re.search(r"RX \d+ bytes Request msg ACK/cseq=\d+ ", log), rejecting.log_file
         assert len(re.findall(r"TX \d+ bytes Response msg 486/INVITE", log)) == 1, rejecting.log_file
-    detail = await asyncio.to_thread(qserver.wait_call, sip_call_id=call.call_id)
-    results = [e["data"]["outcome"] for e in detail["events"] if e["type"] == "queue.offer_result"]
+    detail = await ended_call(qserver, call.call_id)
+    results = [e["data"]["outcome"] for e in events_of(detail, "queue.offer_result")]
     assert results == ["busy", "answered"]
-    offers = [e for e in detail["events"] if e["type"] == "queue.offer"]
+    offers = events_of(detail, "queue.offer")
     assert offers[0]["data"]["trace"]["entry"]["age_s"] <= offers[1]["data"]["trace"]["entry"]["age_s"]
     why = (await api.get(f"/api/calls/{detail['id']}/routing", params={"agent": first})).json()
     assert "cooldown" in why["decisions"][1]["agent"]["explanation"], why
@@ -238,21 +159,20 @@ async def test_caller_hanging_up_while_the_agent_rings_stops_the_ringing(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api)
-    async with pjsua(extension, password, incoming="ring") as agent:
+    async with FLOOR.pjsua(extension, password, incoming="ring") as agent:
         await registered(agent)
         await wait_agent(api, extension, reachable=True)
-        await ready(api, extension)
+        await presence(api, extension)
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, "+18005550106")
-            probe.start_audio(CALLER_PCM)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             await agent.wait_event(lambda e: e["event"] == "incoming", 10)
             assert await call.bye() == 200
-            await agent.wait_event(lambda e: e["event"] == "call_state" and e["state"] == "DISCONNECTED", 10)
+            await agent.wait_event(state_is("DISCONNECTED"), 10)
             await probe.stop_audio()
         live = await wait_agent(api, extension, activity="idle")
         assert live["consecutive_misses"] == 0
-    detail = await asyncio.to_thread(qserver.wait_call, sip_call_id=call.call_id)
-    left = next(e for e in detail["events"] if e["type"] == "queue.left")
+    detail = await ended_call(qserver, call.call_id)
+    (left,) = events_of(detail, "queue.left")
     assert left["data"]["reason"] == "abandoned"
 
 
@@ -260,21 +180,20 @@ async def test_agent_hold_plays_hold_audio_to_the_caller(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api)
-    async with pjsua(extension, password, echo=True) as agent:
+    async with FLOOR.pjsua(extension, password, echo=True) as agent:
         await registered(agent)
         await wait_agent(api, extension, reachable=True)
-        await ready(api, extension)
+        await presence(api, extension)
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, "+18005550106")
-            probe.start_audio(CALLER_PCM)
-            await agent.wait_event(lambda e: e["event"] == "call_state" and e["state"] == "CONFIRMED", 10)
-            await probe.wait_for_tone(CALLER_TONE, timeout=5, candidates=TONES)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
+            await agent.wait_event(state_is("CONFIRMED"), 10)
+            await hears(probe, CALLER_TONE, agent)
             agent.command("hold")
             await wait_agent(api, extension, activity="held")
-            await probe.wait_for_tone(HOLD_TONE, timeout=6, candidates=TONES)
+            await hears(probe, HOLD_TONE, agent, timeout=6)
             agent.command("unhold")
             await wait_agent(api, extension, activity="connected")
-            await probe.wait_for_tone(CALLER_TONE, timeout=5, candidates=TONES)
+            await hears(probe, CALLER_TONE, agent)
             assert await call.bye() == 200
             await probe.stop_audio()
 
@@ -284,10 +203,8 @@ async def test_queue_with_nobody_logged_in_refuses_to_join(
 ) -> None:
     async with await SipUac.open() as uac, await RtpProbe.open() as probe:
         # nobody is ready, but the queue has members who are logged out: join-empty refuses
-        call = await call_in(uac, probe, "+18005550106")
-        probe.start_audio(CALLER_PCM)
+        call = await FLOOR.call_in(uac, probe, SUPPORT)
         assert await call.wait_remote_bye(10)
         await probe.stop_audio()
-    detail = await asyncio.to_thread(qserver.wait_call, sip_call_id=call.call_id)
-    milestones = [e["data"]["name"] for e in detail["events"] if e["type"] == "ivr.milestone"]
-    assert milestones == ["queue_closed"], detail["events"]
+    detail = await ended_call(qserver, call.call_id)
+    assert milestones(detail) == ["queue_closed"], detail["events"]

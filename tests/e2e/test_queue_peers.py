@@ -13,6 +13,7 @@ target) and ``announce`` (position and wait announcements 1 s after joining).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -24,15 +25,29 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpline.voice.tones import dominant_tone
-from tests.e2e.server import RunningServer, start_server
-from tests.e2e.test_queue import make_agent, registered
+from tests.e2e.queue_support import (
+    AGENT_TONE,
+    CALLER_TONE,
+    HOLD_TONE,
+    TONES,
+    QueueFloor,
+    api_client,
+    ended_call,
+    events_of,
+    hears,
+    milestones,
+    presence,
+    state_is,
+    wait_agent,
+)
+from tests.e2e.queue_support import make_agent as _make_agent
+from tests.e2e.server import RunningServer
 from tests.sbc_bridge.agents.baresip_agent import BaresipAgent
-from tests.sbc_bridge.agents.pjsua_agent import PjsuaAgent
-from tests.support.rtp_probe import RtpProbe, make_sdp_offer, sine_pcm16
-from tests.support.sip_uac import SipUac, UacCall
+from tests.support.rtp_probe import RtpProbe
+from tests.support.sip_uac import SipUac
 from tests.support.sipp import require_binary, run_sipp
 
-SIP_PORT, AGENT_PORT, HTTP_PORT = 5400, 5410, 8140
+FLOOR = QueueFloor(sip_port=5400, agent_port=5410, http_port=8140)
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 SUPPORT, SPANISH, ANNOUNCE = "+18005550106", "+18005550107", "+18005550108"
 QUEUE_CONFIG = """
@@ -56,9 +71,7 @@ wrapup_s = 1
 wrapup_s = 1
 announcements = { first_after_s = 1, every_s = 5 }
 """
-CALLER_TONE, AGENT_TONE, HOLD_TONE = 697.0, 1209.0, 440.0
-TONES = (CALLER_TONE, AGENT_TONE, HOLD_TONE, 1000.0)
-CALLER_PCM = sine_pcm16([CALLER_TONE], 1.0)  # a whole number of cycles: loops without a click
+_extensions = itertools.count(3001)
 QUALIFY_S = 1.0
 
 
@@ -67,103 +80,22 @@ def qserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
     require_binary("espeak-ng")
     require_binary("sipp")
     require_binary("baresip")
-    srv = start_server(
-        tmp_path_factory.mktemp("helpline-queue-peers"), sip_port=SIP_PORT, http_port=HTTP_PORT,
-        extra=QUEUE_CONFIG, agent_port=AGENT_PORT,
-        env={"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": str(QUALIFY_S),
-             "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5", "HELPLINE_AGENTS__MIN_EXPIRES": "10",
-             "HELPLINE_AGENTS__DIGEST_ALGORITHMS": '["MD5"]'},
-    )
-    yield srv
-    code = srv.stop()
-    problems = [
-        line for line in srv.log_lines()
-        if line.get("level") in ("error", "critical") or "Traceback" in str(line.get("raw", ""))
-    ]
-    assert code == 0, f"helpline serve exited {code}"
-    assert not problems, f"server logged errors: {problems[:5]}"
+    env = {"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": str(QUALIFY_S), "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
+           "HELPLINE_AGENTS__MIN_EXPIRES": "10", "HELPLINE_AGENTS__DIGEST_ALGORITHMS": '["MD5"]'}
+    yield from FLOOR.serve(tmp_path_factory.mktemp("helpline-queue-peers"), QUEUE_CONFIG, env)
 
 
 @pytest.fixture
 async def api(qserver: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=qserver.api, timeout=5) as client:
+    async for client in api_client(qserver):
         yield client
-        # every agent a test made goes home, so the next test starts with an empty floor
-        for agent in (await client.get("/api/agents")).json()["items"]:
-            await client.put(f"/api/agents/{agent['extension']}/presence", json={"presence": "logged_out"})
+
+
+async def make_agent(api: httpx.AsyncClient, **kwargs: Any) -> tuple[str, str]:
+    return await _make_agent(api, str(next(_extensions)), **kwargs)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-async def presence(api: httpx.AsyncClient, extension: str, value: str = "ready") -> None:
-    response = await api.put(f"/api/agents/{extension}/presence", json={"presence": value})
-    assert response.status_code == 200, response.text
-
-
-async def wait_agent(
-    api: httpx.AsyncClient, extension: str, timeout: float = 10.0, **expected: Any
-) -> dict[str, Any]:
-    """Poll the live agent view until every expected field has its value."""
-    last: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                last = (await api.get(f"/api/agents/{extension}")).json()
-                live = last.get("live") or {}
-                if all(live.get(k) == v for k, v in expected.items()):
-                    return dict(live)
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"agent {extension} never reached {expected}: {last}") from None
-
-
-def pjsua(extension: str, password: str, **kwargs: Any) -> PjsuaAgent:
-    return PjsuaAgent(registrar=("127.0.0.1", AGENT_PORT), extension=extension, password=password, **kwargs)
-
-
-async def staffed_pjsua(api: httpx.AsyncClient, extension: str, password: str, *, state: str = "ready",
-                        **kwargs: Any) -> PjsuaAgent:
-    """A pjsua2 agent registered, reachable and in ``state`` (the caller stops it)."""
-    agent = pjsua(extension, password, **kwargs)
-    await agent.start()
-    await registered(agent)
-    await wait_agent(api, extension, reachable=True)
-    await presence(api, extension, state)
-    return agent
-
-
-def state_is(state: str) -> Any:
-    return lambda e: e["event"] == "call_state" and e["state"] == state
-
-
-async def call_in(uac: SipUac, probe: RtpProbe, did: str, **kwargs: Any) -> UacCall:
-    call = await uac.invite(f"sip:{did}@127.0.0.1:{SIP_PORT}", make_sdp_offer(probe.local_port), **kwargs)
-    assert call.status == 200, call.responses
-    assert call.media is not None
-    probe.use_answer(call.media)
-    probe.start_audio(CALLER_PCM)
-    return call
-
-
-async def hears(probe: RtpProbe, tone: float, who: object, timeout: float = 5.0) -> None:
-    try:
-        await probe.wait_for_tone(tone, timeout=timeout, candidates=TONES)
-    except TimeoutError:
-        heard = probe.dominant_tone(TONES, since=probe.now() - 1.0)
-        raise AssertionError(f"caller never heard {tone} Hz (last second: {heard}); agent: {who}") from None
-
-
-def events_of(detail: dict[str, Any], type: str) -> list[dict[str, Any]]:
-    return [e for e in detail["events"] if e["type"] == type]
-
-
-def milestones(detail: dict[str, Any]) -> list[str]:
-    return [e["data"]["name"] for e in events_of(detail, "ivr.milestone")]
-
-
-async def ended_call(qserver: RunningServer, call_id: str) -> dict[str, Any]:
-    return await asyncio.to_thread(qserver.wait_call, sip_call_id=call_id)
 
 
 async def live_call(qserver: RunningServer, call_id: str) -> dict[str, Any]:
@@ -202,13 +134,13 @@ async def test_baresip_agent_hears_the_caller_and_the_caller_hears_it(
 ) -> None:
     """Both directions of the bridge with distinct tones, and BYE from either side ends both legs."""
     extension, password = await make_agent(api, skills={"support": 2})
-    async with BaresipAgent(registrar=("127.0.0.1", AGENT_PORT), extension=extension, password=password,
+    async with BaresipAgent(registrar=("127.0.0.1", FLOOR.agent_port), extension=extension, password=password,
                             workdir=tmp_path, tone_hz=int(AGENT_TONE), record=True) as agent:
         await wait_agent(api, extension, reachable=True)
         await presence(api, extension)
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
             # first call: the caller hangs up
-            call = await call_in(uac, probe, SUPPORT)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             await wait_agent(api, extension, activity="connected")
             await hears(probe, AGENT_TONE, agent.output)
             await asyncio.sleep(1.5)  # the agent records the caller's tone meanwhile
@@ -221,7 +153,7 @@ async def test_baresip_agent_hears_the_caller_and_the_caller_hears_it(
             assert heard.count(CALLER_TONE) >= 4, f"agent heard {heard}"
             assert AGENT_TONE not in heard, f"the agent's own tone came back to it: {heard}"
             # second call: the agent hangs up
-            second = await call_in(uac, probe, SUPPORT)
+            second = await FLOOR.call_in(uac, probe, SUPPORT)
             await wait_agent(api, extension, activity="connected")
             await hears(probe, AGENT_TONE, agent.output)
             response = await agent.command("hangup")
@@ -242,11 +174,12 @@ async def test_baresip_agent_hears_the_caller_and_the_caller_hears_it(
 
 async def test_sipp_caller_reaches_a_pjsua_agent(qserver: RunningServer, api: httpx.AsyncClient) -> None:
     extension, password = await make_agent(api, skills={"support": 2})
-    agent = await staffed_pjsua(api, extension, password)
+    agent = await FLOOR.staffed_pjsua(api, extension, password)
     try:
         since = datetime.now(UTC)
-        result = await run_sipp(SCENARIOS / "queue_caller.xml", ("127.0.0.1", SIP_PORT), service=SUPPORT,
-                                local_ip="127.0.0.1", timeout_s=20, wait_s=30)
+        trunk = ("127.0.0.1", FLOOR.sip_port)
+        result = await run_sipp(SCENARIOS / "queue_caller.xml", trunk, service=SUPPORT, local_ip="127.0.0.1",
+                                timeout_s=20, wait_s=30)
         assert result.returncode == 0 and result.stat("SuccessfulCall(C)") == 1, result.explain()
         incoming = await agent.wait_event(lambda e: e["event"] == "incoming", 5)
         assert incoming["headers"].get("X-Helpline-Queue") == "support"
@@ -275,8 +208,8 @@ async def test_agent_that_stops_answering_options_is_skipped(
 ) -> None:
     dead_ext, dead_pw = await make_agent(api, skills={"support": 5})  # the better agent: chosen if reachable
     live_ext, live_pw = await make_agent(api, skills={"support": 1})
-    dead = await staffed_pjsua(api, dead_ext, dead_pw)
-    live = await staffed_pjsua(api, live_ext, live_pw)
+    dead = await FLOOR.staffed_pjsua(api, dead_ext, dead_pw)
+    live = await FLOOR.staffed_pjsua(api, live_ext, live_pw)
     try:
         await dead.kill()  # no un-REGISTER: only the qualify notices
         killed_at = time.monotonic()
@@ -286,7 +219,7 @@ async def test_agent_that_stops_answering_options_is_skipped(
         devices = view.get("devices") or []
         assert devices and not any(d["reachable"] for d in devices), view
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, SUPPORT)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             await live.wait_event(state_is("CONFIRMED"), 10)
             assert await call.bye() == 200
             await probe.stop_audio()
@@ -310,14 +243,14 @@ async def test_agent_transfers_the_caller_to_another_queue(
 ) -> None:
     first_ext, first_pw = await make_agent(api, skills={"support": 2})
     billing_ext, billing_pw = await make_agent(api, queues=("billing",))
-    first = await staffed_pjsua(api, first_ext, first_pw, echo=True)
-    billing = await staffed_pjsua(api, billing_ext, billing_pw, echo=True)
+    first = await FLOOR.staffed_pjsua(api, first_ext, first_pw, echo=True)
+    billing = await FLOOR.staffed_pjsua(api, billing_ext, billing_pw, echo=True)
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, SUPPORT)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             await first.wait_event(state_is("CONFIRMED"), 10)
             await hears(probe, CALLER_TONE, first.events)
-            first.command("transfer", target=f"sip:queue-billing@127.0.0.1:{AGENT_PORT}")
+            first.command("transfer", target=f"sip:queue-billing@127.0.0.1:{FLOOR.agent_port}")
             await first.wait_event(lambda e: e["event"] == "xfer_status" and e["final"], 10)
             assert first.matching(lambda e: e["event"] == "xfer_status" and e["final"])[0]["code"] == 200
             await first.wait_event(state_is("DISCONNECTED"), 10)
@@ -343,13 +276,13 @@ async def test_agent_transfers_the_caller_to_another_queue(
 
 async def test_agent_transfers_the_caller_to_a_number(qserver: RunningServer, api: httpx.AsyncClient) -> None:
     extension, password = await make_agent(api, skills={"support": 2})
-    agent = await staffed_pjsua(api, extension, password, echo=True)
+    agent = await FLOOR.staffed_pjsua(api, extension, password, echo=True)
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, SUPPORT, refer_status=200)
+            call = await FLOOR.call_in(uac, probe, SUPPORT, refer_status=200)
             await agent.wait_event(state_is("CONFIRMED"), 10)
             await hears(probe, CALLER_TONE, agent.events)
-            agent.command("transfer", target=f"sip:+15551238888@127.0.0.1:{AGENT_PORT}")
+            agent.command("transfer", target=f"sip:+15551238888@127.0.0.1:{FLOOR.agent_port}")
             refer_to = await call.wait_refer(10)
             assert refer_to is not None and "+15551238888" in refer_to, refer_to
             assert await call.wait_remote_bye(10), "Helpline keeps no leg after the transfer"
@@ -370,13 +303,13 @@ async def test_failed_transfer_to_a_number_gives_the_caller_back_to_the_agent(
 ) -> None:
     """The far end is busy: the agent hears so (NOTIFY 486) and the two talk on, as before the REFER."""
     extension, password = await make_agent(api, skills={"support": 2})
-    agent = await staffed_pjsua(api, extension, password, echo=True)
+    agent = await FLOOR.staffed_pjsua(api, extension, password, echo=True)
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, SUPPORT, refer_status=486)
+            call = await FLOOR.call_in(uac, probe, SUPPORT, refer_status=486)
             await agent.wait_event(state_is("CONFIRMED"), 10)
             await hears(probe, CALLER_TONE, agent.events)
-            agent.command("transfer", target=f"sip:+15551238888@127.0.0.1:{AGENT_PORT}")
+            agent.command("transfer", target=f"sip:+15551238888@127.0.0.1:{FLOOR.agent_port}")
             assert await call.wait_refer(10) is not None
             final = await agent.wait_event(lambda e: e["event"] == "xfer_status" and e["final"], 10)
             assert final["code"] == 486, final
@@ -397,13 +330,13 @@ async def test_transfer_to_an_unknown_target_is_refused_and_the_call_goes_on(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api, skills={"support": 2})
-    agent = await staffed_pjsua(api, extension, password, echo=True)
+    agent = await FLOOR.staffed_pjsua(api, extension, password, echo=True)
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, SUPPORT)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             await agent.wait_event(state_is("CONFIRMED"), 10)
             await hears(probe, CALLER_TONE, agent.events)
-            agent.command("transfer", target=f"sip:queue-nosuch@127.0.0.1:{AGENT_PORT}")
+            agent.command("transfer", target=f"sip:queue-nosuch@127.0.0.1:{FLOOR.agent_port}")
             refused = await agent.wait_event(lambda e: e["event"] == "xfer_status" and e["final"], 10)
             assert refused["code"] == 403, refused
             await asyncio.sleep(0.5)
@@ -424,10 +357,11 @@ async def test_transfer_to_an_unknown_target_is_refused_and_the_call_goes_on(
 
 async def test_exit_key_leaves_the_queue(qserver: RunningServer, api: httpx.AsyncClient) -> None:
     extension, password = await make_agent(api)
-    agent = await staffed_pjsua(api, extension, password, state="not_ready")  # staffed: the caller may join
+    # not ready but staffed: the caller may join the queue
+    agent = await FLOOR.staffed_pjsua(api, extension, password, state="not_ready")
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, SUPPORT)
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
             await hears(probe, HOLD_TONE, "nobody")  # waiting: hold audio
             await probe.send_dtmf("9")
             assert await call.wait_remote_bye(10), "after leaving the queue the flow says goodbye"
@@ -472,13 +406,13 @@ async def test_announcements_tell_position_and_do_not_delay_the_answer(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api, queues=("announce",))
-    agent = await staffed_pjsua(api, extension, password, state="not_ready", echo=True)
+    agent = await FLOOR.staffed_pjsua(api, extension, password, state="not_ready", echo=True)
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as first_probe, \
                 await RtpProbe.open() as second_probe:
-            first = await call_in(uac, first_probe, ANNOUNCE)
+            first = await FLOOR.call_in(uac, first_probe, ANNOUNCE)
             await asyncio.sleep(0.3)
-            second = await call_in(uac, second_probe, ANNOUNCE)
+            second = await FLOOR.call_in(uac, second_probe, ANNOUNCE)
             joined = second_probe.now()
             await hears(second_probe, HOLD_TONE, "nobody")
             spoke = await wait_speech(second_probe, joined, 10)  # the first announcement, after a hold loop
@@ -510,10 +444,10 @@ async def test_announcements_tell_position_and_do_not_delay_the_answer(
 
 async def test_relaxation_step_offers_after_its_delay(qserver: RunningServer, api: httpx.AsyncClient) -> None:
     extension, password = await make_agent(api, skills={"spanish": 2})
-    agent = await staffed_pjsua(api, extension, password)
+    agent = await FLOOR.staffed_pjsua(api, extension, password)
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await call_in(uac, probe, SPANISH)
+            call = await FLOOR.call_in(uac, probe, SPANISH)
             answered = time.monotonic()
             await asyncio.sleep(2.0)
             assert not agent.matching(lambda e: e["event"] == "incoming"), "offered before the step"
@@ -541,11 +475,11 @@ async def test_relaxation_step_offers_after_its_delay(qserver: RunningServer, ap
 async def test_live_views_metrics_and_kpis(qserver: RunningServer, api: httpx.AsyncClient) -> None:
     since = datetime.now(UTC)
     extension, password = await make_agent(api, skills={"support": 1, "spanish": 1})
-    agent = await staffed_pjsua(api, extension, password, state="not_ready")
+    agent = await FLOOR.staffed_pjsua(api, extension, password, state="not_ready")
     try:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
             # caller 1 waits, is seen waiting, then hangs up: abandoned
-            gone = await call_in(uac, probe, SUPPORT)
+            gone = await FLOOR.call_in(uac, probe, SUPPORT)
             await asyncio.sleep(1.0)
             view = (await api.get("/api/queues/support")).json()
             (waiting,) = view["waiting"]
@@ -563,7 +497,7 @@ async def test_live_views_metrics_and_kpis(qserver: RunningServer, api: httpx.As
             await probe.stop_audio()
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
             # caller 2 is answered once the agent is ready
-            talked = await call_in(uac, probe, SUPPORT)
+            talked = await FLOOR.call_in(uac, probe, SUPPORT)
             await asyncio.sleep(0.5)
             await presence(api, extension)
             await agent.wait_event(state_is("CONFIRMED"), 10)
@@ -589,7 +523,7 @@ async def test_live_views_metrics_and_kpis(qserver: RunningServer, api: httpx.As
 async def test_wrong_password_gets_no_binding(qserver: RunningServer, api: httpx.AsyncClient) -> None:
     extension, _ = await make_agent(api)
     since = datetime.now(UTC)
-    async with pjsua(extension, "not-the-password") as agent:
+    async with FLOOR.pjsua(extension, "not-the-password") as agent:
         reg = await agent.wait_event(lambda e: e["event"] == "reg", 10)
         assert reg["code"] in (401, 403) and not reg["active"], reg
         view = await wait_agent(api, extension, reachable=False)

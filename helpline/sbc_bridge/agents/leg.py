@@ -459,7 +459,9 @@ class AgentLeg:
         self._send_notify(100, final=False)
 
     def _send_notify(self, status: int, *, final: bool) -> None:
-        reasons = {100: "Trying", 180: "Ringing", 200: "OK", 486: "Busy Here", 487: "Request Terminated"}
+        reasons = {100: "Trying", 180: "Ringing", 200: "OK", 403: "Forbidden", 404: "Not Found",
+                   480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
+                   503: "Service Unavailable", 603: "Decline"}
         notify = self._in_dialog("NOTIFY")
         notify.headers.set_single("Event", "refer")
         notify.headers.set_single(
