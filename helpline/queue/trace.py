@@ -9,6 +9,7 @@ agent can take right now (``RoutingEngine.last_trace``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,19 @@ class DecisionTrace:
     tie_break: str | None  # "score" (the vector decided), "hash" (equal vectors), None (no choice)
 
     def to_dict(self) -> dict[str, Any]:
+        """The stored form. Candidates are compact, because a trace is written for every offer and
+        lists every member of the queue: ``eligible`` is ``[[extension, [score values in
+        score_order]], ...]`` in candidate order, and ``excluded`` maps each reason to the extensions
+        it excludes (most share one: logged out, on a call...). About 10 bytes a member instead of
+        100; :func:`expand_candidates` gives back the one-dict-per-member list."""
+        eligible: list[list[Any]] = []
+        excluded: dict[str, list[str]] = {}
+        for c in self.candidates:
+            if c.eligible:
+                score = c.score or {}
+                eligible.append([c.extension, [score.get(k) for k in self.score_order]])
+            else:
+                excluded.setdefault(c.excluded_because or "not eligible", []).append(c.extension)
         return {
             "decision_id": self.decision_id,
             "at": self.at,
@@ -61,7 +75,8 @@ class DecisionTrace:
             },
             "policy_version": self.policy_version,
             "score_order": list(self.score_order),
-            "candidates": [c.to_dict() for c in self.candidates],
+            "eligible": eligible,
+            "excluded": excluded,
             "chosen": self.chosen,
             "tie_break": self.tie_break,
         }  # fmt: skip
@@ -76,3 +91,24 @@ class DecisionTrace:
                     return candidate.excluded_because
                 return f"eligible, ranked below {self.chosen}" if self.chosen else "eligible"
         return NOT_A_MEMBER
+
+
+def expand_candidates(trace: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stored trace's candidates as one dict per member (extension, eligible, excluded_because or
+    score), eligible ones first in their rank order; traces stored in the older verbose form
+    (``candidates``) pass through."""
+    verbose = trace.get("candidates")
+    if isinstance(verbose, list):
+        return [dict(c) for c in verbose if isinstance(c, Mapping)]
+    order = [str(k) for k in trace.get("score_order") or ()]
+    out: list[dict[str, Any]] = []
+    for item in trace.get("eligible") or ():
+        if isinstance(item, list | tuple) and len(item) == 2:
+            values = item[1] if isinstance(item[1], list | tuple) else []
+            score = dict(zip(order, values, strict=False))
+            out.append({"extension": str(item[0]), "eligible": True, "score": score})
+    excluded = trace.get("excluded")
+    for reason, extensions in (excluded.items() if isinstance(excluded, Mapping) else ()):
+        out += [{"extension": str(e), "eligible": False, "excluded_because": str(reason)}
+                for e in extensions or ()]
+    return out

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from helpline.queue.trace import expand_candidates
 from helpline.store.records import CallEventRecord
 
 logger = logging.getLogger(__name__)
@@ -89,8 +90,7 @@ def routing_report(call_id: str, events: list[CallEventRecord], agent: str | Non
     decisions = []
     for event in events:
         trace = _trace(event)
-        raw_candidates = trace.get("candidates") or []
-        candidates = [dict(c) for c in raw_candidates if isinstance(c, Mapping)]
+        candidates = expand_candidates(trace)
         chosen = _text(trace.get("chosen", event.data.get("extension")))
         entry = trace.get("entry")
         entry = entry if isinstance(entry, Mapping) else {}  # the waiting caller's side of the trace

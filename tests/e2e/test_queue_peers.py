@@ -24,6 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpline.queue.trace import expand_candidates
 from helpline.voice.tones import dominant_tone
 from tests.e2e.queue_support import (
     AGENT_TONE,
@@ -229,7 +230,7 @@ async def test_agent_that_stops_answering_options_is_skipped(
     detail = await ended_call(qserver, call.call_id)
     offers = [e["data"] for e in events_of(detail, "queue.offer")]
     assert [o["extension"] for o in offers] == [live_ext], offers
-    candidates = {c["extension"]: c for c in offers[0]["trace"]["candidates"]}
+    candidates = {c["extension"]: c for c in expand_candidates(offers[0]["trace"])}
     assert not candidates[dead_ext]["eligible"]
     assert "unreachable" in candidates[dead_ext]["excluded_because"], candidates[dead_ext]
     assert [e["data"]["outcome"] for e in events_of(detail, "queue.offer_result")] == ["answered"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from queue_world import World
 
 from helpline.queue.config import QueueConfig
 from helpline.queue.ewt import HandleTimes, estimate, gamma_quantile
+from tests.queue.queue_world import World
 
 
 def erlang_cdf(k: int, theta: float, x: float) -> float:

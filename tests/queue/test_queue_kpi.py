@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from queue_world import World
 
 from helpline.queue.config import QueueConfig
 from helpline.queue.kpi import compute_kpis
+from tests.queue.queue_world import World
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from queue_world import World
 
 from helpline.queue.config import QueueConfig, RelaxationStep, RonaPolicy, RoutingPolicy
 from helpline.queue.engine import RoutingEngine, UnknownAgent
+from helpline.queue.trace import expand_candidates
+from tests.queue.queue_world import World
 
 
 def policy(**kw: object) -> QueueConfig:
@@ -459,7 +460,13 @@ def test_trace_answers_why_not_for_every_kind_of_exclusion() -> None:
     assert (
         as_json["entry"]["call_id"] == "c1" and as_json["policy_version"] == QueueConfig(wrapup_s=10).version
     )
-    assert [c["extension"] for c in as_json["candidates"]] == sorted(expected.keys() - {"outsider"})
+    expanded = expand_candidates(as_json)
+    assert sorted(c["extension"] for c in expanded) == sorted(expected.keys() - {"outsider"})
+    assert {c["extension"]: c.get("excluded_because") for c in expanded} == {
+        c.extension: c.excluded_because for c in trace.candidates
+    }
+    assert all(c["score"] == next(x.score for x in trace.candidates if x.extension == c["extension"])
+               for c in expanded if c["eligible"])
     offer_event = offer.events[1]
     assert offer_event.type == "queue.offer" and offer_event.data["trace"] == trace.to_dict()
 
