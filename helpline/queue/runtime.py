@@ -80,6 +80,12 @@ class AgentSource(Protocol):
     async def list(self) -> Sequence[StoredAgentLike]: ...
     async def get(self, extension: str) -> StoredAgentLike | None: ...
     async def changed_since(self, since: datetime | None, known: Iterable[str] = ()) -> AgentChangesLike: ...
+    async def latest_events(self, type: str) -> Mapping[str, AgentEventLike]: ...
+
+
+class AgentEventLike(Protocol):
+    @property
+    def data(self) -> Mapping[str, Any]: ...
 
 
 class QueueCaller(Protocol):
@@ -178,6 +184,7 @@ class QueueRuntime:
         changes = await self._agents.changed_since(None)
         for stored in changes.changed:
             self._load(stored)
+        await self._restore()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="queue-dispatch"),
             asyncio.create_task(self._reconcile_loop(), name="queue-reconcile"),
@@ -201,13 +208,36 @@ class QueueRuntime:
         """Digest HA1s for the registrar; disabled agents have none, so they cannot register."""
         return self._credentials.get(extension)
 
+    async def _restore(self) -> None:
+        """Bring back what a restart would otherwise lose: registrations and presence.
+
+        Phones re-register only every few minutes, so without this every agent would be unreachable
+        for that long after a restart. The last ``agent.registration`` event of each agent gives its
+        bindings (the edge qualifies them before they take calls); the last ``agent.presence`` gives
+        its presence (ready agents stay ready, a break stays a break).
+        """
+        registrations = await self._agents.latest_events("agent.registration")
+        presences = await self._agents.latest_events("agent.presence")
+        now = self._clock()
+        if self.edge is not None:
+            saved = [binding for ext, event in registrations.items() if ext in self._credentials
+                     for binding in _bindings_from(ext, event.data)]
+            self.edge.restore(saved)
+        known = self.engine.agent_extensions()
+        for extension, event in presences.items():
+            presence, reason = event.data.get("presence"), event.data.get("reason")
+            if extension in known and presence in ("ready", "not_ready"):
+                self._apply(self.engine.set_presence(extension, presence, reason, now))
+
     def on_bindings(self, extension: str, bindings: tuple[Binding, ...]) -> None:
         """A registration, expiry or qualify result changed the agent's devices."""
         reachable = any(b.reachable for b in bindings)
         self._publish_one("agent.registration", None, {
             "extension": extension, "reachable": reachable,
             "contacts": [{"contact": b.contact, "source": f"{b.source[0]}:{b.source[1]}",
-                          "transport": b.transport, "reachable": b.reachable, "rtt_ms": b.rtt_ms}
+                          "transport": b.transport, "reachable": b.reachable, "rtt_ms": b.rtt_ms,
+                          "expires_at": b.expires_at, "registered_at": b.registered_at,
+                          "user_agent": b.user_agent}
                          for b in bindings],
         })
         if extension in self._credentials:
@@ -757,6 +787,23 @@ def _future() -> asyncio.Future[Any]:
 def _hold_specs(waiter: _Waiter, config: QueueConfig) -> list[PromptSpec]:
     """The flow's hold prompts, else the queue's, else the built-in hold tone."""
     return list(waiter.spec.hold_prompts) or [_prompt(p) for p in config.hold_prompt] or list(DEFAULT_HOLD)
+
+
+def _bindings_from(extension: str, data: Mapping[str, Any]) -> list[Binding]:
+    """The bindings an ``agent.registration`` event recorded (ones from older events are skipped)."""
+    out = []
+    for contact in data.get("contacts") or ():
+        try:
+            host, _, port = str(contact["source"]).rpartition(":")
+            out.append(Binding(
+                extension=extension, contact=str(contact["contact"]), source=(host, int(port)),
+                transport=str(contact["transport"]), expires_at=float(contact["expires_at"]),
+                registered_at=float(contact["registered_at"]), user_agent=contact.get("user_agent"),
+                reachable=False, rtt_ms=None,
+            ))
+        except (KeyError, TypeError, ValueError):
+            log.info("skipping a saved registration of %s without its expiry", extension)
+    return out
 
 
 def _prompt(text: str) -> PromptSpec:

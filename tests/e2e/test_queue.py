@@ -8,9 +8,11 @@ so tests do not see each other's agents. More peers and promises: ``test_queue_p
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -208,3 +210,36 @@ async def test_queue_with_nobody_logged_in_refuses_to_join(
         await probe.stop_audio()
     detail = await ended_call(qserver, call.call_id)
     assert milestones(detail) == ["queue_closed"], detail["events"]
+
+
+def stop_serving(serving: Iterator[RunningServer]) -> None:
+    """Run the rest of ``QueueFloor.serve``: stop the server and check its log."""
+    for _ in serving:
+        raise AssertionError("serve() yields once")
+
+
+async def test_restart_keeps_registrations_and_presence(tmp_path: Path) -> None:
+    """After a restart a registered, ready agent takes the next call without re-registering."""
+    floor = QueueFloor(sip_port=5320, agent_port=5330, http_port=8131)
+    env = {"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1", "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5"}
+    servers = floor.serve(tmp_path, QUEUE_CONFIG, env)
+    server = next(servers)
+    async with httpx.AsyncClient(base_url=server.api, timeout=5) as api:
+        extension, password = await _make_agent(api, "2901", skills={"support": 1})
+        async with floor.pjsua(extension, password, expires=3600) as agent:
+            await registered(agent)
+            await wait_agent(api, extension, reachable=True)
+            await presence(api, extension, "ready")
+            await asyncio.sleep(0.5)  # the presence event reaches the store (batched every 0.25 s)
+            stop_serving(servers)  # SIGTERM; fails if the server logged an error
+            restarted = floor.serve(tmp_path, QUEUE_CONFIG, env)
+            server = next(restarted)
+            registrations = len(agent.matching(lambda e: e["event"] == "reg"))
+            live = await wait_agent(api, extension, reachable=True, presence="ready")
+            assert live["activity"] == "idle"
+            async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+                call = await floor.call_in(uac, probe, SUPPORT)
+                await agent.wait_event(state_is("CONFIRMED"), 10)
+                assert await call.bye() == 200
+            assert len(agent.matching(lambda e: e["event"] == "reg")) == registrations, "no new REGISTER"
+            stop_serving(restarted)
