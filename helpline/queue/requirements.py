@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -109,7 +110,7 @@ class _Ref:
         return f"agent has {self.name}={shown}"
 
 
-class _Node:
+class _Node(ABC):
     """One checked piece of a requirement. ``text`` is the author's own spelling of it."""
 
     __slots__ = ("text",)
@@ -117,12 +118,13 @@ class _Node:
     def __init__(self, text: str) -> None:
         self.text = text
 
+    @abstractmethod
     def test(self, skills: Skills, attributes: Attributes) -> bool:
-        raise NotImplementedError
+        """Whether this agent meets this piece."""
 
+    @abstractmethod
     def why(self, skills: Skills, attributes: Attributes) -> str:
         """Why :meth:`test` is false for this agent (only called when it is)."""
-        raise NotImplementedError
 
     def refs(self) -> Iterable[_Ref]:
         return ()
