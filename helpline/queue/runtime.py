@@ -121,6 +121,7 @@ class _Waiter:
     spec: EnqueueSpec
     joined_at: float
     offer_task: asyncio.Task[None] | None = None
+    holding: asyncio.Task[None] | None = None  # hold audio and announcements
     connected: asyncio.Future[_Conversation] = field(default_factory=lambda: _future())
     left: asyncio.Future[str] = field(default_factory=lambda: _future())
 
@@ -383,6 +384,7 @@ class QueueRuntime:
         waiter = _Waiter(caller.call_id, queue, caller, spec, now)
         self._waiters[caller.call_id] = waiter
         holding = asyncio.create_task(self._hold(waiter, config), name=f"hold-{caller.call_id}")
+        waiter.holding = holding
         try:
             outcome = await self._wait_for_agent(waiter, config)
             if outcome != "connected":
@@ -574,6 +576,8 @@ class QueueRuntime:
                 return
             agent_rtp.start(negotiated)
             caller_rtp = waiter.caller.rtp
+            if waiter.holding is not None:
+                waiter.holding.cancel()  # before the next hold prompt can start
             caller_rtp.stop_playback()  # an announcement never delays the answer
             bridge = MediaBridge(caller_rtp, agent_rtp)
             bridge.start()
