@@ -661,10 +661,22 @@ class QueueRuntime:
                 conversation.done.set_result("transfer")
             return True
 
+        def media_lost() -> None:
+            # The agent's phone died without a BYE (crash, network gone): its RTP stops. Agent
+            # dialogs have no session timer, so this is the signal; without it the agent would stay
+            # "connected" to a silent call for as long as the caller waits.
+            log.warning("no RTP from agent %s: ending the conversation", conversation.extension)
+            self._publish_one("queue.agent_lost", waiter.call_id, {
+                "extension": conversation.extension, "reason": "media timeout"})
+            conversation.agent_gone = True
+            if not conversation.done.done():
+                conversation.done.set_result("agent_media_timeout")
+
         leg.on_ended = ended
         leg.on_reoffer = reoffer
         leg.on_dtmf = dtmf
         leg.on_refer = refer
+        conversation.agent_rtp.on_timeout = media_lost
 
     def _set_hold(
         self, waiter: _Waiter, conversation: _Conversation, config: QueueConfig, held: bool

@@ -243,3 +243,31 @@ async def test_restart_keeps_registrations_and_presence(tmp_path: Path) -> None:
                 assert await call.bye() == 200
             assert len(agent.matching(lambda e: e["event"] == "reg")) == registrations, "no new REGISTER"
             stop_serving(restarted)
+
+
+async def test_agent_phone_dying_mid_call_frees_the_caller_and_the_agent(
+    qserver: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """No BYE ever comes from a crashed phone: its silence (media timeout, 8 s here) ends the call."""
+    extension, password = await make_agent(api)
+    agent = FLOOR.pjsua(extension, password, echo=True)
+    await agent.start()
+    try:
+        await registered(agent)
+        await wait_agent(api, extension, reachable=True)
+        await presence(api, extension)
+        async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
+            await agent.wait_event(state_is("CONFIRMED"), 10)
+            await hears(probe, CALLER_TONE, agent)
+            await agent.kill()
+            assert await call.wait_remote_bye(15), "the caller is let go once the agent's RTP stops"
+            await probe.stop_audio()
+        live = await wait_agent(api, extension, reachable=False, timeout=10)
+        assert live["activity"] in ("wrapup", "idle"), live  # not stuck "connected"
+    finally:
+        await agent.stop()
+    detail = await ended_call(qserver, call.call_id)
+    (lost,) = events_of(detail, "queue.agent_lost")
+    assert lost["data"]["extension"] == extension
+    assert milestones(detail) == ["agent_done"]
