@@ -57,6 +57,8 @@ class LiveChannel:
         self._queues = queues
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self.masking = False
+        # set by the queue while the caller talks to an agent, so SIP INFO digits reach the agent too
+        self.on_info_digit: Callable[[str], None] | None = None
 
     @property
     def rtp(self) -> RtpSession:
@@ -72,6 +74,11 @@ class LiveChannel:
     def push_digit(self, digit: str) -> None:
         """Called by the call for every DTMF digit, whichever way it arrived."""
         self._digits.put_nowait(digit)
+
+    def info_digit(self, digit: str) -> None:
+        """A digit that came by SIP INFO (RFC 4733 ones the media bridge relays by itself)."""
+        if self.on_info_digit is not None:
+            self.on_info_digit(digit)
 
     async def next_digit(self, timeout: float) -> str | None:
         try:

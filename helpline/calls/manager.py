@@ -295,6 +295,7 @@ class ActiveCall:
         self._digit(channel, digit, "info")
         if self._rtp is not None:
             self._rtp.barge(digit)
+        channel.info_digit(digit)
 
     def _flow_finished(self, task: asyncio.Task[Any]) -> None:
         exc = task.exception()

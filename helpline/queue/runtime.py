@@ -102,6 +102,8 @@ class QueueCaller(Protocol):
     async def next_digit(self, timeout: float) -> str | None: ...
     async def transfer(self, target: str, timeout: float) -> str: ...
 
+    on_info_digit: Callable[[str], None] | None
+
 
 @dataclass(frozen=True, slots=True)
 class MediaPolicy:
@@ -640,11 +642,7 @@ class QueueRuntime:
             return negotiated.answer_sdp
 
         def dtmf(digit: str, duration_ms: int) -> None:
-            rtp = waiter.caller.rtp
-            with contextlib.suppress(RuntimeError, ValueError):
-                task = asyncio.get_running_loop().create_task(rtp.send_dtmf(digit, duration_ms))
-                self._offer_tasks.add(task)
-                task.add_done_callback(self._offer_tasks.discard)
+            self._spawn_dtmf(waiter.caller.rtp, digit, duration_ms)
 
         def refer(target: str) -> bool:
             if conversation.transfer_to is not None:
@@ -672,11 +670,31 @@ class QueueRuntime:
             if not conversation.done.done():
                 conversation.done.set_result("agent_media_timeout")
 
+        def caller_info_digit(digit: str) -> None:
+            # the caller's RFC 4733 digits are relayed by the bridge; SIP INFO ones are re-sent here
+            if conversation.bridge.running and not conversation.bridge.held:
+                self._spawn_dtmf(conversation.agent_rtp, digit, 100)
+
         leg.on_ended = ended
         leg.on_reoffer = reoffer
         leg.on_dtmf = dtmf
         leg.on_refer = refer
         conversation.agent_rtp.on_timeout = media_lost
+        waiter.caller.on_info_digit = caller_info_digit
+
+    def _spawn_dtmf(self, rtp: RtpSession, digit: str, duration_ms: int) -> None:
+        """Send a digit as RFC 4733 on ``rtp`` (in the background; a leg without telephone-event
+        or a closed one is logged and skipped)."""
+
+        async def send() -> None:
+            try:
+                await rtp.send_dtmf(digit, max(40, duration_ms))
+            except (RuntimeError, ValueError) as exc:
+                log.info("digit not relayed: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._offer_tasks.add(task)
+        task.add_done_callback(self._offer_tasks.discard)
 
     def _set_hold(
         self, waiter: _Waiter, conversation: _Conversation, config: QueueConfig, held: bool
@@ -756,6 +774,7 @@ class QueueRuntime:
         conversation.leg.on_reoffer = None
         conversation.leg.on_refer = None
         conversation.leg.on_dtmf = None
+        waiter.caller.on_info_digit = None
         self._apply(self.engine.call_ended(conversation.extension, self._clock()))
 
     # ---- reconciliation ---------------------------------------------------------------------------

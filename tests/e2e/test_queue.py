@@ -271,3 +271,29 @@ async def test_agent_phone_dying_mid_call_frees_the_caller_and_the_agent(
     (lost,) = events_of(detail, "queue.agent_lost")
     assert lost["data"]["extension"] == extension
     assert milestones(detail) == ["agent_done"]
+
+
+async def test_digits_cross_the_bridge_both_ways(qserver: RunningServer, api: httpx.AsyncClient) -> None:
+    """The caller's RFC 4733 and SIP INFO digits reach the agent; the agent's INFO digit reaches the
+    caller as RFC 4733 (an IVR behind the agent, a PIN pad...)."""
+    extension, password = await make_agent(api)
+    async with FLOOR.pjsua(extension, password, echo=True) as agent:
+        await registered(agent)
+        await wait_agent(api, extension, reachable=True)
+        await presence(api, extension)
+        async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+            call = await FLOOR.call_in(uac, probe, SUPPORT)
+            await agent.wait_event(state_is("CONFIRMED"), 10)
+            await hears(probe, CALLER_TONE, agent)
+            await probe.send_dtmf("5")
+            await agent.wait_event(lambda e: e["event"] == "dtmf" and e["digit"] == "5", 5)
+            assert await call.info_dtmf("7") == 200
+            await agent.wait_event(lambda e: e["event"] == "dtmf" and e["digit"] == "7", 5)
+            agent.command("dtmf_info", digits="3")
+            async with asyncio.timeout(5):
+                while True:  # the agent's INFO digit, re-sent to the caller as RFC 4733
+                    if "3" in probe.received_dtmf():
+                        break
+                    await asyncio.sleep(0.05)
+            assert await call.bye() == 200
+    assert [e["digit"] for e in agent.events if e["event"] == "dtmf"] == ["5", "7"]

@@ -20,7 +20,7 @@ device that vanished.
 Events (each a dict with ``event`` and ``t``): ``ready`` (local_port), ``reg`` (code, active,
 reason), ``incoming`` (call_id, from, to, pai, headers: the X-Helpline-* ones, remote_sdp), ``call_state``
 (state, code), ``media`` (dir), ``tsx`` (method, role, state, status), ``xfer_status`` (code, final:
-the NOTIFYs about our REFER), ``error`` (text).
+the NOTIFYs about our REFER), ``dtmf`` (digit, method), ``error`` (text).
 ``log_file`` holds pjsua's own level-5 log (every message sent and received).
 """
 
@@ -414,6 +414,9 @@ def _make_account_class(pj: Any, owner: _Agent) -> Any:
 
         def onCallTransferStatus(self, prm: Any) -> None:
             owner.emit("xfer_status", code=int(prm.statusCode), final=bool(prm.finalNotify))
+
+        def onDtmfDigit(self, prm: Any) -> None:
+            owner.emit("dtmf", digit=str(prm.digit), method=str(getattr(prm.method, "name", prm.method)))
 
         def onCallTsxState(self, prm: Any) -> None:
             try:
