@@ -29,7 +29,6 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import uvloop
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bench_media import per_call_us  # noqa: E402
 from helpline.voice import MediaBridge, MediaEngine, PromptCache, RtpSession, SdpSession, negotiate  # noqa: E402
 from helpline.voice.g711 import CODECS, FRAME_SAMPLES, PCMA, PCMU  # noqa: E402
 from helpline.voice.rtp import RTP_HEADER, build_rtp_packet  # noqa: E402
@@ -194,17 +194,6 @@ async def load(pairs: int, mode: str, seconds: float, tmp: Path) -> dict[str, An
     await engine.close()
     await asyncio.sleep(0.2)
     return result
-
-
-def per_call_us(fn: Callable[[], object], repeat: int = 20000) -> float:
-    """Best-of-5 mean cost of ``fn`` in microseconds."""
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return best * 1e6
 
 
 async def micro(tmp: Path) -> dict[str, float]:

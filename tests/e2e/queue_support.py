@@ -8,6 +8,7 @@ agent listener, place probe calls through the trunk and read the stored events b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,16 @@ class QueueFloor:
         await wait_agent(api, extension, reachable=True)
         await presence(api, extension, state)
         return agent
+
+    @contextlib.asynccontextmanager
+    async def on_floor(self, api: httpx.AsyncClient, extension: str, password: str, *,
+                       state: str = "ready", **kwargs: Any) -> AsyncIterator[PjsuaAgent]:
+        """A staffed pjsua2 agent for the duration of the block (see :meth:`staffed_pjsua`)."""
+        agent = await self.staffed_pjsua(api, extension, password, state=state, **kwargs)
+        try:
+            yield agent
+        finally:
+            await agent.stop()
 
     async def call_in(self, uac: SipUac, probe: RtpProbe, did: str, **kwargs: Any) -> UacCall:
         """A probe caller through the trunk, answered, sending the caller's tone."""

@@ -75,23 +75,23 @@ async def test_caller_talks_to_a_pjsua_agent_and_hears_its_echo(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api, skills={"support": 3})
-    async with FLOOR.pjsua(extension, password, echo=True) as agent:
-        await registered(agent)
-        await wait_agent(api, extension, reachable=True)
-        await presence(api, extension)
-        async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await FLOOR.call_in(uac, probe, SUPPORT)
-            offered = await agent.wait_event(lambda e: e["event"] == "incoming", 10)
-            assert offered["headers"].get("X-Helpline-Queue") == "support"
-            assert offered["headers"].get("X-Helpline-Data-Account") == "A-+15551230001"  # the flow's data
-            await agent.wait_event(state_is("CONFIRMED"), 10)
-            # the caller's tone goes to the agent, which loops it back: both directions of the bridge
-            await hears(probe, CALLER_TONE, agent)
-            live = await wait_agent(api, extension, activity="connected")
-            assert live["call_id"]
-            assert await call.bye() == 200
-            await agent.wait_event(state_is("DISCONNECTED"), 10)
-            await probe.stop_audio()
+    async with (
+        FLOOR.on_floor(api, extension, password, echo=True) as agent,
+        await SipUac.open() as uac,
+        await RtpProbe.open() as probe,
+    ):
+        call = await FLOOR.call_in(uac, probe, SUPPORT)
+        offered = await agent.wait_event(lambda e: e["event"] == "incoming", 10)
+        assert offered["headers"].get("X-Helpline-Queue") == "support"
+        assert offered["headers"].get("X-Helpline-Data-Account") == "A-+15551230001"  # the flow's data
+        await agent.wait_event(state_is("CONFIRMED"), 10)
+        # the caller's tone goes to the agent, which loops it back: both directions of the bridge
+        await hears(probe, CALLER_TONE, agent)
+        live = await wait_agent(api, extension, activity="connected")
+        assert live["call_id"]
+        assert await call.bye() == 200
+        await agent.wait_event(state_is("DISCONNECTED"), 10)
+        await probe.stop_audio()
     detail = await ended_call(qserver, call.call_id)
     types = [e["type"] for e in detail["events"]]
     for expected in ("queue.joined", "queue.offer", "queue.offer_result", "queue.connected", "queue.left"):
@@ -106,10 +106,7 @@ async def test_agent_hangup_ends_the_caller_and_wrapup_follows(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api, skills={"support": 2})
-    async with FLOOR.pjsua(extension, password) as agent:
-        await registered(agent)
-        await wait_agent(api, extension, reachable=True)
-        await presence(api, extension)
+    async with FLOOR.on_floor(api, extension, password) as agent:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
             call = await FLOOR.call_in(uac, probe, SUPPORT)
             await agent.wait_event(state_is("CONFIRMED"), 10)
@@ -161,10 +158,7 @@ async def test_caller_hanging_up_while_the_agent_rings_stops_the_ringing(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api)
-    async with FLOOR.pjsua(extension, password, incoming="ring") as agent:
-        await registered(agent)
-        await wait_agent(api, extension, reachable=True)
-        await presence(api, extension)
+    async with FLOOR.on_floor(api, extension, password, incoming="ring") as agent:
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
             call = await FLOOR.call_in(uac, probe, SUPPORT)
             await agent.wait_event(lambda e: e["event"] == "incoming", 10)
@@ -182,22 +176,22 @@ async def test_agent_hold_plays_hold_audio_to_the_caller(
     qserver: RunningServer, api: httpx.AsyncClient
 ) -> None:
     extension, password = await make_agent(api)
-    async with FLOOR.pjsua(extension, password, echo=True) as agent:
-        await registered(agent)
-        await wait_agent(api, extension, reachable=True)
-        await presence(api, extension)
-        async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await FLOOR.call_in(uac, probe, SUPPORT)
-            await agent.wait_event(state_is("CONFIRMED"), 10)
-            await hears(probe, CALLER_TONE, agent)
-            agent.command("hold")
-            await wait_agent(api, extension, activity="held")
-            await hears(probe, HOLD_TONE, agent, timeout=6)
-            agent.command("unhold")
-            await wait_agent(api, extension, activity="connected")
-            await hears(probe, CALLER_TONE, agent)
-            assert await call.bye() == 200
-            await probe.stop_audio()
+    async with (
+        FLOOR.on_floor(api, extension, password, echo=True) as agent,
+        await SipUac.open() as uac,
+        await RtpProbe.open() as probe,
+    ):
+        call = await FLOOR.call_in(uac, probe, SUPPORT)
+        await agent.wait_event(state_is("CONFIRMED"), 10)
+        await hears(probe, CALLER_TONE, agent)
+        agent.command("hold")
+        await wait_agent(api, extension, activity="held")
+        await hears(probe, HOLD_TONE, agent, timeout=6)
+        agent.command("unhold")
+        await wait_agent(api, extension, activity="connected")
+        await hears(probe, CALLER_TONE, agent)
+        assert await call.bye() == 200
+        await probe.stop_audio()
 
 
 async def test_queue_with_nobody_logged_in_refuses_to_join(
@@ -277,23 +271,23 @@ async def test_digits_cross_the_bridge_both_ways(qserver: RunningServer, api: ht
     """The caller's RFC 4733 and SIP INFO digits reach the agent; the agent's INFO digit reaches the
     caller as RFC 4733 (an IVR behind the agent, a PIN pad...)."""
     extension, password = await make_agent(api)
-    async with FLOOR.pjsua(extension, password, echo=True) as agent:
-        await registered(agent)
-        await wait_agent(api, extension, reachable=True)
-        await presence(api, extension)
-        async with await SipUac.open() as uac, await RtpProbe.open() as probe:
-            call = await FLOOR.call_in(uac, probe, SUPPORT)
-            await agent.wait_event(state_is("CONFIRMED"), 10)
-            await hears(probe, CALLER_TONE, agent)
-            await probe.send_dtmf("5")
-            await agent.wait_event(lambda e: e["event"] == "dtmf" and e["digit"] == "5", 5)
-            assert await call.info_dtmf("7") == 200
-            await agent.wait_event(lambda e: e["event"] == "dtmf" and e["digit"] == "7", 5)
-            agent.command("dtmf_info", digits="3")
-            async with asyncio.timeout(5):
-                while True:  # the agent's INFO digit, re-sent to the caller as RFC 4733
-                    if "3" in probe.received_dtmf():
-                        break
-                    await asyncio.sleep(0.05)
-            assert await call.bye() == 200
+    async with (
+        FLOOR.on_floor(api, extension, password, echo=True) as agent,
+        await SipUac.open() as uac,
+        await RtpProbe.open() as probe,
+    ):
+        call = await FLOOR.call_in(uac, probe, SUPPORT)
+        await agent.wait_event(state_is("CONFIRMED"), 10)
+        await hears(probe, CALLER_TONE, agent)
+        await probe.send_dtmf("5")
+        await agent.wait_event(lambda e: e["event"] == "dtmf" and e["digit"] == "5", 5)
+        assert await call.info_dtmf("7") == 200
+        await agent.wait_event(lambda e: e["event"] == "dtmf" and e["digit"] == "7", 5)
+        agent.command("dtmf_info", digits="3")
+        async with asyncio.timeout(5):
+            while True:  # the agent's INFO digit, re-sent to the caller as RFC 4733
+                if "3" in probe.received_dtmf():
+                    break
+                await asyncio.sleep(0.05)
+        assert await call.bye() == 200
     assert [e["digit"] for e in agent.events if e["event"] == "dtmf"] == ["5", "7"]
