@@ -324,17 +324,12 @@ class RoutingEngine:
         if call_id in self._entries:
             raise ValueError(f"call {call_id} is already waiting in queue {self._entries[call_id].queue}")
         node_req = compile_requirements(requirements or "")
-        qs = self._queues.get(queue)
-        if qs is None:
-            return self._refuse(call_id, queue, "closed", "unknown_queue")
+        refusal = self._join_refusal(queue, node_req)
+        if refusal is not None:
+            return self._refuse(call_id, queue, *refusal)
+        qs = self._queues[queue]
         cfg = qs.config
         active = combine([node_req, qs.base])
-        if not cfg.open:
-            return self._refuse(call_id, queue, "closed", "closed")
-        if cfg.max_length is not None and len(qs.entries) >= cfg.max_length:
-            return self._refuse(call_id, queue, "full", "full")
-        if not self._could_staff(qs, active, -1, cfg.join_empty):
-            return self._refuse(call_id, queue, "closed", "empty")
         self._seq += 1
         entry = QueueEntry(
             seq=self._seq, call_id=call_id, queue=queue, base_priority=priority, priority=priority,
@@ -356,6 +351,29 @@ class RoutingEngine:
         position = self.position(call_id)
         events[0].data["position"] = position
         return JoinResult("joined", None, position), events + self._audit(now, entries=[entry])
+
+    def join_refusal(self, queue: str, requirements: str | None = None) -> str | None:
+        """Why a caller with ``requirements`` could not join ``queue`` now (``closed``, ``full``,
+        ``empty``, ``unknown_queue``), or None if they could; changes nothing. The runtime asks before
+        it accepts an agent's transfer to a queue."""
+        refusal = self._join_refusal(queue, compile_requirements(requirements or ""))
+        return None if refusal is None else refusal[1]
+
+    def _join_refusal(
+        self, queue: str, node_req: Requirement
+    ) -> tuple[Literal["full", "closed"], str] | None:
+        """The join rules, in order: the outcome and reason of a refusal, or None."""
+        qs = self._queues.get(queue)
+        if qs is None:
+            return "closed", "unknown_queue"
+        cfg = qs.config
+        if not cfg.open:
+            return "closed", "closed"
+        if cfg.max_length is not None and len(qs.entries) >= cfg.max_length:
+            return "full", "full"
+        if not self._could_staff(qs, combine([node_req, qs.base]), -1, cfg.join_empty):
+            return "closed", "empty"
+        return None
 
     def leave(self, call_id: str, reason: LeaveReason, now: float) -> list[EngineEvent]:
         """The caller stops waiting (hung up, timed out, pressed the exit key...). A ringing offer is

@@ -122,6 +122,7 @@ class _Waiter:
     caller: QueueCaller
     spec: EnqueueSpec
     joined_at: float
+    virtual_start: float  # the age the engine orders this caller by (kept across a transfer)
     offer_task: asyncio.Task[None] | None = None
     holding: asyncio.Task[None] | None = None  # hold audio and announcements
     connected: asyncio.Future[_Conversation] = field(default_factory=lambda: _future())
@@ -363,7 +364,9 @@ class QueueRuntime:
             self._kick.set()
 
     # ---- the caller's wait ----------------------------------------------------------------------
-    async def wait(self, caller: QueueCaller, queue: str, spec: EnqueueSpec) -> str:
+    async def wait(
+        self, caller: QueueCaller, queue: str, spec: EnqueueSpec, *, virtual_start: float | None = None
+    ) -> str:
         """Hold ``caller`` in ``queue`` until an agent has talked to them, or they leave.
 
         Returns ``answered`` (after the conversation), ``timeout``, ``full``, ``closed`` or ``left``.
@@ -378,12 +381,13 @@ class QueueRuntime:
         now = self._clock()
         result, events = self.engine.enqueue(
             caller.call_id, queue, priority=spec.priority, requirements=spec.requirement_text(),
-            data=dict(spec.data), now=now,
+            data=dict(spec.data), now=now, virtual_start=virtual_start,
         )
         self._apply(events)
         if result.outcome != "joined":
             return result.outcome
-        waiter = _Waiter(caller.call_id, queue, caller, spec, now)
+        waiter = _Waiter(caller.call_id, queue, caller, spec, now,
+                         virtual_start=now if virtual_start is None else min(now, virtual_start))
         self._waiters[caller.call_id] = waiter
         holding = asyncio.create_task(self._hold(waiter, config), name=f"hold-{caller.call_id}")
         waiter.holding = holding
@@ -647,12 +651,18 @@ class QueueRuntime:
         def refer(target: str) -> bool:
             if conversation.transfer_to is not None:
                 return False
-            if _queue_target(target) not in self._queues and _number_target(target) is None:
+            queue = _queue_target(target)
+            if queue not in self._queues and _number_target(target) is None:
+                refusal: str | None = "neither a queue nor a number"
+            elif queue in self._queues:
+                refusal = self.engine.join_refusal(queue)  # closed, full, nobody staffing it
+            else:
+                refusal = None
+            if refusal is not None:
                 # refused with 403 before anything changes: the conversation simply goes on
-                log.warning("agent %s asked to transfer to %r: neither a queue nor a number",
-                            conversation.extension, target)
+                log.warning("agent %s asked to transfer to %r: %s", conversation.extension, target, refusal)
                 self._publish_one("queue.transfer_refused", waiter.call_id, {
-                    "extension": conversation.extension, "target": target})
+                    "extension": conversation.extension, "target": target, "reason": refusal})
                 return False
             conversation.transfer_to = target
             if not conversation.done.done():
@@ -746,7 +756,8 @@ class QueueRuntime:
             self._end_conversation(waiter, conversation)
             # The first queue's skill requirements were for the first agent; the new queue's own apply.
             spec = dataclasses.replace(waiter.spec, requirements=None, skills=())
-            return await self.wait(waiter.caller, queue, spec)
+            # the caller keeps their age: the new queue orders them by when they first joined
+            return await self.wait(waiter.caller, queue, spec, virtual_start=waiter.virtual_start)
         number = _number_target(target)
         assert number is not None  # the REFER was refused otherwise
         conversation.leg.notify_transfer(100)

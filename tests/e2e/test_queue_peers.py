@@ -68,6 +68,9 @@ unreachable = { cooldown_s = 30, counts = true }
 [queues.billing]
 wrapup_s = 1
 
+[queues.shut]
+open = false
+
 [queues.announce]
 wrapup_s = 1
 announcements = { first_after_s = 1, every_s = 5 }
@@ -273,6 +276,9 @@ async def test_agent_transfers_the_caller_to_another_queue(
     connected = [(e["data"]["queue"], e["data"]["extension"]) for e in events_of(detail, "queue.connected")]
     assert connected == [("support", first_ext), ("billing", billing_ext)]
     assert detail["disposition"] == "completed"
+    joins = [e["data"] for e in events_of(detail, "queue.joined")]
+    assert [j["queue"] for j in joins] == ["support", "billing"]
+    assert joins[1]["age_s"] > 0, joins  # the caller keeps their age in the queue they are sent to
 
 
 async def test_agent_transfers_the_caller_to_a_number(qserver: RunningServer, api: httpx.AsyncClient) -> None:
@@ -327,8 +333,11 @@ async def test_failed_transfer_to_a_number_gives_the_caller_back_to_the_agent(
     assert events_of(detail, "call.ended")[0]["data"]["by"] == "remote_bye"
 
 
-async def test_transfer_to_an_unknown_target_is_refused_and_the_call_goes_on(
-    qserver: RunningServer, api: httpx.AsyncClient
+@pytest.mark.parametrize(
+    ("queue", "reason"), [("nosuch", "neither a queue nor a number"), ("shut", "closed")]
+)
+async def test_transfer_to_an_unknown_or_closed_queue_is_refused_and_the_call_goes_on(
+    qserver: RunningServer, api: httpx.AsyncClient, queue: str, reason: str
 ) -> None:
     extension, password = await make_agent(api, skills={"support": 2})
     agent = await FLOOR.staffed_pjsua(api, extension, password, echo=True)
@@ -337,7 +346,7 @@ async def test_transfer_to_an_unknown_target_is_refused_and_the_call_goes_on(
             call = await FLOOR.call_in(uac, probe, SUPPORT)
             await agent.wait_event(state_is("CONFIRMED"), 10)
             await hears(probe, CALLER_TONE, agent.events)
-            agent.command("transfer", target=f"sip:queue-nosuch@127.0.0.1:{FLOOR.agent_port}")
+            agent.command("transfer", target=f"sip:queue-{queue}@127.0.0.1:{FLOOR.agent_port}")
             refused = await agent.wait_event(lambda e: e["event"] == "xfer_status" and e["final"], 10)
             assert refused["code"] == 403, refused
             await asyncio.sleep(0.5)
@@ -351,6 +360,8 @@ async def test_transfer_to_an_unknown_target_is_refused_and_the_call_goes_on(
         await agent.stop()
     detail = await ended_call(qserver, call.call_id)
     assert detail["disposition"] == "completed"
+    (refusal,) = [e["data"] for e in events_of(detail, "queue.transfer_refused")]
+    assert refusal["reason"] == reason, refusal
 
 
 # -- 5. the exit key -------------------------------------------------------------------------------

@@ -315,6 +315,15 @@ def test_join_rules() -> None:
     ]
     with pytest.raises(ValueError, match="already waiting"):
         world.call("a", "empty")
+    # the same rules answer "could a caller join?" without changing anything (agent transfers ask it)
+    engine = world.engine
+    before = len(world.events)
+    assert [engine.join_refusal(q) for q in ("full", "shut", "nowhere", "empty")] == [
+        "full", "closed", "unknown_queue", None,
+    ]  # fmt: skip
+    assert engine.join_refusal("skill", "french") == "empty"
+    assert engine.join_refusal("skill", "spanish >= 3") is None
+    assert len(world.events) == before and engine.position("j") is None
 
 
 def test_leave_when_empty() -> None:
