@@ -30,7 +30,7 @@ from helpline.sbc_bridge import TrunkBridge
 from helpline.sbc_bridge.agents import AgentEdge
 from helpline.store import Store, StoreSink, upgrade
 from helpline.voice import MediaEngine, PromptCache
-from helpline.web import create_app, register_pipeline_metrics
+from helpline.web import create_app, register_media_metrics, register_pipeline_metrics
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ async def start(settings: Settings) -> Service:
 
     ref: list[Service] = []
     register_pipeline_metrics(metrics.registry, bus, sink)
+    register_media_metrics(metrics.registry, engine)
     metrics.registry.register(QueueStateCollector(queues.queues, queues.agents))
     app = create_app(
         store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref), flows=flows.catalog,

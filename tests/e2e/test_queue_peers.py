@@ -505,6 +505,10 @@ async def test_live_views_metrics_and_kpis(qserver: RunningServer, api: httpx.As
             # the module's earlier agents are logged out; this one is logged in, not ready, idle
             not_ready_idle = ("helpline_agents", (("activity", "idle"), ("presence", "not_ready")))
             assert samples.get(not_ready_idle) == 1.0, [k for k in samples if k[0] == "helpline_agents"]
+            # the media clock paces the waiting caller's hold audio
+            assert samples[("helpline_media_sessions_sending", ())] >= 1, samples
+            assert samples[("helpline_media_frames_total", ())] > 0
+            assert ("helpline_media_late_ticks_total", ()) in samples
             assert await gone.bye() == 200
             await probe.stop_audio()
         async with await SipUac.open() as uac, await RtpProbe.open() as probe:
