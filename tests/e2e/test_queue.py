@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -291,3 +292,21 @@ async def test_digits_cross_the_bridge_both_ways(qserver: RunningServer, api: ht
                 await asyncio.sleep(0.05)
         assert await call.bye() == 200
     assert [e["digit"] for e in agent.events if e["event"] == "dtmf"] == ["5", "7"]
+
+
+async def test_agent_added_with_the_cli_can_register_with_the_running_server(
+    qserver: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """The CLI writes the database from another process; the service picks the agent up by polling."""
+    config = qserver.data_dir.parent / "helpline.toml"
+    add = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "helpline", "agent", "add", "2950", "--config", str(config),
+        "--name", "Cli Agent", "--password-stdin", "--skill", "support=2", "--queue", "support",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(add.communicate(b"cli-secret-2950\n"), 30)
+    assert add.returncode == 0, output.decode()
+    await wait_agent(api, "2950", presence="logged_out")  # the runtime has loaded it (5 s poll)
+    async with FLOOR.on_floor(api, "2950", "cli-secret-2950", state="ready"):
+        live = await wait_agent(api, "2950", reachable=True, presence="ready")
+        assert live["display_name"] == "Cli Agent"
