@@ -23,8 +23,6 @@ import asyncio
 import json
 import logging
 import math
-import os
-import platform
 import socket
 import struct
 import sys
@@ -37,7 +35,7 @@ import uvloop
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_media import per_call_us  # noqa: E402
+from bench.bench_media import machine_facts, per_call_us  # noqa: E402
 from helpline.voice import MediaBridge, MediaEngine, PromptCache, RtpSession, SdpSession, negotiate  # noqa: E402
 from helpline.voice.g711 import CODECS, FRAME_SAMPLES, PCMA, PCMU  # noqa: E402
 from helpline.voice.rtp import RTP_HEADER, build_rtp_packet  # noqa: E402
@@ -251,13 +249,7 @@ async def micro(tmp: Path) -> dict[str, float]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(args.cache)
     results: dict[str, Any] = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loop": "uvloop",
-        "seconds_per_run": args.seconds,
-        "micro_us": await micro(tmp),
-        "load": [],
+        **machine_facts(), "seconds_per_run": args.seconds, "micro_us": await micro(tmp), "load": [],
     }
     for pairs in args.pairs:
         row: dict[str, Any] = {"pairs": pairs}

@@ -228,16 +228,16 @@ async def bare_load(count: int, seconds: float) -> dict[str, Any]:
     return summarise(report, cpu, wall)
 
 
+def machine_facts() -> dict[str, Any]:
+    """What a result file says about where it was measured."""
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "loop": "uvloop"}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(args.cache)
     results: dict[str, Any] = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loop": "uvloop",
-        "seconds_per_run": args.seconds,
-        "micro_us": await micro(tmp),
-        "load": [],
+        **machine_facts(), "seconds_per_run": args.seconds, "micro_us": await micro(tmp), "load": [],
     }
     for count in args.sessions:
         ours = await engine_load(count, args.seconds, tmp)

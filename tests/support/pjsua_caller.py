@@ -44,6 +44,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.pjsua_common import prop, retry_busy, start_endpoint
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PJSUA_CALL_UNHOLD = 1  # pjsua_call_flag: not exported by the pybind11 wrapper
 
@@ -171,10 +173,6 @@ class _ScriptedCall:
 
     # main thread ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _retry_busy(action: Any) -> None:
-        _retry_busy_impl(action)
-
     def on_media(self, active: bool) -> None:
         with self.changed:
             self.media_active = active
@@ -192,21 +190,9 @@ class _ScriptedCall:
 
         # Kept on self: pjsua objects must outlive the result being printed (their destructors
         # assert if they run after the library is gone); shutdown() releases them in order.
-        ep = pj.Endpoint()
-        self._keep.append(ep)
-        ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.logConfig.level = 5
-        cfg.logConfig.consoleLevel = 1
-        cfg.logConfig.filename = self.args["log_file"]
-        ep.libInit(cfg)
         transport = self.args.get("transport", "udp").lower()
-        ttype = {"udp": pj.TransportType.UDP, "tcp": pj.TransportType.TCP}[transport]
-        tcfg = pj.TransportConfig()
-        tcfg.port = 0
-        ep.transportCreate(ttype, tcfg)
-        ep.libStart()
-        _prop(ep.audDevManager).setNullDev()
+        ep, _, _ = start_endpoint(pj, log_file=self.args["log_file"], console_level=1, transport=transport)
+        self._keep.append(ep)
 
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{self.args.get('caller', '+15551230001')}@127.0.0.1"
@@ -282,10 +268,10 @@ class _ScriptedCall:
             before = len(self.finals)
             prm = pj.CallOpParam(True)
             if op == "hold":
-                self._retry_busy(lambda: call.setHold(prm))
+                retry_busy(lambda: call.setHold(prm))
             else:
                 prm.opt.flag = PJSUA_CALL_UNHOLD
-                self._retry_busy(lambda: call.reinvite(prm))
+                retry_busy(lambda: call.reinvite(prm))
             if not self.wait_for(
                 lambda: any(m == "INVITE" for m, _ in self.finals[before:]),
                 step.get("timeout", 5),
@@ -320,7 +306,7 @@ class _ScriptedCall:
             if method == "rfc2833":
                 if not self.wait_for(lambda: self.media_active, step.get("timeout", 5), "active media"):
                     return False
-                self._retry_busy(lambda d=digit: call.dialDtmf(d))  # one event, own timestamp
+                retry_busy(lambda d=digit: call.dialDtmf(d))  # one event, own timestamp
                 time.sleep(duration / 1000 + gap)
             elif method == "sipinfo":
                 before = len(self.finals)
@@ -328,7 +314,7 @@ class _ScriptedCall:
                 prm.method = pj.DtmfMethod.SIP_INFO
                 prm.digits = digit
                 prm.duration = duration
-                self._retry_busy(lambda prm=prm: call.sendDtmf(prm))
+                retry_busy(lambda prm=prm: call.sendDtmf(prm))
                 if not self.wait_for(
                     lambda before=before: any(m == "INFO" for m, _ in self.finals[before:]),
                     step.get("timeout", 5),
@@ -342,28 +328,12 @@ class _ScriptedCall:
         return True
 
 
-def _retry_busy_impl(action: Any, attempts: int = 5) -> None:
-    """Run a pjsua call operation, retrying when pjsua's call lock timed out (PJ_ETIMEDOUT).
-
-    Right after a state change pjsua's worker thread may still hold the call lock.
-    """
-    for attempt in range(attempts):
-        try:
-            action()
-            return
-        except Exception as exc:
-            if "PJ_ETIMEDOUT" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.1)
 
 
-def _prop(value: Any) -> Any:
-    """The wrapper exposes some getters as properties and others as methods; accept both."""
-    return value() if callable(value) else value
 
 
 def _info(call: Any) -> Any:
-    return _prop(call.info)
+    return prop(call.info)
 
 
 def _codec_from_sdp(whole_msg: str) -> str | None:

@@ -27,6 +27,8 @@ import socket
 import wave
 from pathlib import Path
 
+from tests.support.peer_process import stop_peer
+
 MODULE_PATH = "/usr/lib/baresip/modules"
 
 
@@ -204,15 +206,6 @@ class BaresipAgent:
         return pcm
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                async with asyncio.timeout(5):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        """SIGTERM (baresip quits cleanly on it), then kill it if it does not within a few seconds."""
+        proc = self.proc
+        await stop_peer(proc, self._reader, lambda: proc.terminate() if proc is not None else None)

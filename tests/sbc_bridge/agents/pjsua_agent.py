@@ -42,6 +42,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.peer_process import stop_peer
+from tests.support.pjsua_common import prop, retry_busy, start_endpoint
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PJSUA_CALL_UNHOLD = 1
 
@@ -159,21 +162,7 @@ class PjsuaAgent:
 
     async def stop(self) -> None:
         """Ask the agent to quit, then kill it if it does not within a few seconds."""
-        if self.proc is None:
-            return
-        if self.proc.returncode is None:
-            with contextlib.suppress(Exception):
-                self.command("quit")
-            try:
-                async with asyncio.timeout(5):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await stop_peer(self.proc, self._reader, lambda: self.command("quit"))
 
 
 # -- the subprocess side ------------------------------------------------------------------------------
@@ -201,23 +190,11 @@ class _Agent:
         import pjsua2 as pj
 
         self.pj = pj
-        ep = pj.Endpoint()
-        self.keep.append(ep)
-        ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.logConfig.level = 5
-        cfg.logConfig.consoleLevel = 0
-        cfg.logConfig.filename = self.args["log_file"]
-        ep.libInit(cfg)
         transport = self.args["transport"]
-        ttype = {"udp": pj.TransportType.UDP, "tcp": pj.TransportType.TCP}[transport]
-        tcfg = pj.TransportConfig()
-        tcfg.port = 0
-        tcfg.boundAddress = "127.0.0.1"
-        tid = ep.transportCreate(ttype, tcfg)
-        ep.libStart()
-        _prop(ep.audDevManager).setNullDev()
-        local_port = int(_prop(ep.transportGetInfo(tid).localName).split(":")[-1])
+        ep, tid, local_port = start_endpoint(
+            pj, log_file=self.args["log_file"], console_level=0, transport=transport, bind="127.0.0.1"
+        )
+        self.keep.append(ep)
 
         host, port = self.args["registrar"]
         suffix = ";transport=tcp" if transport == "tcp" else ""
@@ -276,25 +253,25 @@ class _Agent:
             self.emit("error", text=f"{op}: no call")
             return
         if op == "hangup":
-            _retry_busy(lambda: call.hangup(pj.CallOpParam(True)))
+            retry_busy(lambda: call.hangup(pj.CallOpParam(True)))
         elif op == "answer":
             prm = pj.CallOpParam(True)
             prm.statusCode = self.pj.StatusCode(200)
-            _retry_busy(lambda: call.answer(prm))
+            retry_busy(lambda: call.answer(prm))
         elif op == "hold":
-            _retry_busy(lambda: call.setHold(pj.CallOpParam(True)))
+            retry_busy(lambda: call.setHold(pj.CallOpParam(True)))
         elif op == "unhold":
             prm = pj.CallOpParam(True)
             prm.opt.flag = PJSUA_CALL_UNHOLD
-            _retry_busy(lambda: call.reinvite(prm))
+            retry_busy(lambda: call.reinvite(prm))
         elif op == "dtmf_info":
             prm = pj.CallSendDtmfParam()
             prm.method = pj.DtmfMethod.SIP_INFO
             prm.digits = str(command["digits"])
             prm.duration = 160
-            _retry_busy(lambda: call.sendDtmf(prm))
+            retry_busy(lambda: call.sendDtmf(prm))
         elif op == "transfer":
-            _retry_busy(lambda: call.xfer(str(command["target"]), pj.CallOpParam(True)))
+            retry_busy(lambda: call.xfer(str(command["target"]), pj.CallOpParam(True)))
         else:
             self.emit("error", text=f"unknown op {op!r}")
 
@@ -302,13 +279,13 @@ class _Agent:
         lib = ctypes.CDLL(_libpjsua_path())
         lib.pjsua_acc_set_registration.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.pjsua_acc_set_registration.restype = ctypes.c_int
-        status = lib.pjsua_acc_set_registration(int(_prop(self.account.id)), int(renew))
+        status = lib.pjsua_acc_set_registration(int(prop(self.account.id)), int(renew))
         if status != 0:
             self.emit("error", text=f"pjsua_acc_set_registration failed: {status}")
 
     def incoming(self, call: Any, rx_msg: str) -> None:
         pj = self.pj
-        info = _prop(call.info)
+        info = prop(call.info)
         self.calls[info.id] = call
         headers = dict(re.findall(r"^(X-Helpline-[^:]+):\s*(.*?)\r?$", rx_msg, re.M | re.I))
         pai = re.search(r"^P-Asserted-Identity:\s*(.*?)\r?$", rx_msg, re.M | re.I)
@@ -343,7 +320,7 @@ class _Agent:
     def _answer(self, call: Any) -> None:
         ok = self.pj.CallOpParam(True)
         ok.statusCode = self.pj.StatusCode(200)
-        _retry_busy(lambda: call.answer(ok))
+        retry_busy(lambda: call.answer(ok))
 
     def run_due(self) -> None:
         """Run scheduled actions on the main thread (the one pjlib knows)."""
@@ -377,31 +354,17 @@ def _libpjsua_path() -> str:
     return str(found[0])
 
 
-def _prop(value: Any) -> Any:
-    """The wrapper exposes some getters as properties and others as methods; accept both."""
-    return value() if callable(value) else value
-
-
-def _retry_busy(action: Callable[[], Any], attempts: int = 5) -> None:
-    for attempt in range(attempts):
-        try:
-            action()
-            return
-        except Exception as exc:
-            if "PJ_ETIMEDOUT" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.1)
 
 
 def _make_account_class(pj: Any, owner: _Agent) -> Any:
     class _Call(pj.Call):  # type: ignore[misc]
         def onCallState(self, prm: Any) -> None:
-            info = _prop(self.info)
+            info = prop(self.info)
             owner.emit("call_state", state=info.state.name, code=int(info.lastStatusCode))
 
         def onCallMediaState(self, prm: Any) -> None:
             try:
-                for index, media in enumerate(_prop(self.info).media):
+                for index, media in enumerate(prop(self.info).media):
                     owner.emit("media", status=media.status.name, dir=int(media.dir))
                     if owner.args.get("echo") and media.status.name in ("ACTIVE", "PJSUA_CALL_MEDIA_ACTIVE"):
                         # Loop the caller's audio straight back (pjsua's --auto-loop): a phone with
