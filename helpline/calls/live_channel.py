@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from helpline.events import DomainEvent, EventBus
-from helpline.ivr.channel import EnqueueSpec, HttpPort
+from helpline.ivr.channel import EnqueueSpec, HttpPort, NoRecording, RecordingControl
 from helpline.sbc_bridge import InboundCall
 from helpline.voice import PromptCache, RtpSession
 from helpline.voice.prompt_spec import PromptSpec
@@ -42,12 +42,14 @@ class LiveChannel:
         on_hangup: Callable[[int | None], None],
         on_transferred: Callable[[str], None],
         queues: QueueRuntime | None = None,
+        recording: RecordingControl | None = None,
     ) -> None:
         self.call_id = call_id
         self.caller = call.caller
         self.did = call.did
         self.trunk = call.trunk
         self.http = http
+        self.recording: RecordingControl = recording if recording is not None else NoRecording()
         self._call = call
         self._rtp = rtp
         self._prompts = prompts

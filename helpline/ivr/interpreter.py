@@ -7,10 +7,11 @@ Caller hang-up arrives as task cancellation; ``CancelledError`` is never caught 
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from helpline.ivr.channel import Channel
+from helpline.ivr.channel import Channel, RecordingUnavailable
 from helpline.ivr.context import RunContext, Secrets
 from helpline.ivr.model import Flow, FlowEnd, NodeBase
 
@@ -23,6 +24,42 @@ MAX_DEPTH = 8
 
 class FlowError(Exception):
     """A node failed in a way the flow can route around with ``on_error``."""
+
+
+#: How many sensitive nodes enclose the running one. A flow and its subflows run in one task, so
+#: this counts the nesting of that call's own sensitive nodes (a sensitive subflow around a
+#: sensitive ``collect``) without any state on the channel.
+_sensitive_depth: ContextVar[int] = ContextVar("sensitive_depth", default=0)
+
+
+async def run_node(ctx: RunContext, node: NodeBase) -> str | FlowEnd:
+    """Run ``node``; a ``sensitive`` one only once the recorder confirms the pause (fail closed).
+
+    Every ``recording.sensitive(True)`` is paired with one ``sensitive(False)`` on any exit, and the
+    caller's digits stay masked while any enclosing node is sensitive.
+    """
+    if not node.sensitive:
+        return await node.run(ctx)
+    channel = ctx.channel
+    try:
+        await channel.recording.sensitive(True)
+    except RecordingUnavailable as exc:
+        raise FlowError(f"recording could not be paused, so sensitive node {node.id!r} was not run: "
+                        f"{exc}") from exc
+    token = _sensitive_depth.set(_sensitive_depth.get() + 1)
+    channel.mask_input(True)
+    try:
+        return await node.run(ctx)
+    finally:
+        _sensitive_depth.reset(token)
+        # re-assert rather than clear: an inner node may have unmasked while an outer one still holds
+        channel.mask_input(_sensitive_depth.get() > 0)
+        try:
+            await channel.recording.sensitive(False)
+        except RecordingUnavailable as exc:
+            # recording stays paused, which is the safe side; the call goes on
+            log.warning("recording did not confirm leaving a sensitive node",
+                        extra={"flow": ctx.flow.id, "node": node.id, "error": str(exc)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +105,7 @@ async def execute(ctx: RunContext) -> FlowEnd:
         ctx.path.append(node.id if not ctx.depth else f"{flow.id}/{node.id}")
         ctx.emit("ivr.node_entered", {"type": node.type, "via": via})
         try:
-            step = await node.run(ctx)
+            step = await run_node(ctx, node)
             if isinstance(step, FlowEnd):
                 return step
             target = _route(ctx, node, step)

@@ -102,6 +102,9 @@ class NodeBase(BaseModel):
     description: str = ""
     on_error: NodeRef | None = None
     next: NodeRef | dict[str, NodeRef] | None = None
+    #: While the call is inside this node (for ``subflow``: the whole child flow) recording is
+    #: paused and the caller's digits are masked in events and logs; input values are kept secret.
+    sensitive: bool = False
 
     #: Outcomes this type produces, before any per-instance additions (menu options, branches).
     outcomes: ClassVar[Mapping[str, OutcomeRule]] = MappingProxyType({"next": REQUIRED})

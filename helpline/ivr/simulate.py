@@ -15,10 +15,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from helpline.ivr.channel import ENQUEUE_OUTCOMES, TRANSFER_OUTCOMES, EnqueueSpec, HttpPort, HttpResponse
+from helpline.ivr.channel import (
+    ENQUEUE_OUTCOMES,
+    TRANSFER_OUTCOMES,
+    ConsentAnswer,
+    ConsentPolicy,
+    DeclineAction,
+    EnqueueSpec,
+    HttpPort,
+    HttpResponse,
+    RecordingMode,
+    RecordingUnavailable,
+)
 from helpline.voice.prompt_spec import PromptSpec
 
 HttpAnswer = HttpResponse | Mapping[str, Any] | str | Callable[..., Any]
+Emit = Callable[[str, "str | None", dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,102 @@ class MockHttpPort:
         raise ValueError(f"bad simulated HTTP answer for {method} {url}: {answer!r}")
 
 
+@dataclass
+class SimulatedRecording:
+    """The simulator's :class:`~helpline.ivr.channel.RecordingControl`: the live recorder's gate and
+    events without audio, and a log of what the flow asked for, for flow tests to assert on.
+
+    ``mode`` is the resolved policy the flow sees. With ``fail_sensitive`` the recorder cannot confirm
+    a pause, so sensitive nodes must not run. ``state`` is ``off``, ``recording`` or ``paused``;
+    ``calls`` lists every request in order (``start:on``, ``start:refused``, ``pause:hold``,
+    ``sensitive:on`` ...); ``sensitive_depth``/``max_sensitive_depth`` show the nesting.
+    """
+
+    mode: RecordingMode = "consent"
+    decline_action: DeclineAction = "none"
+    fail_sensitive: bool = False
+    emit: Emit | None = None
+    consents: list[ConsentAnswer] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    sensitive_depth: int = 0
+    max_sensitive_depth: int = 0
+    active: bool = False
+    held: bool = False
+
+    @property
+    def state(self) -> str:
+        if not self.active:
+            return "off"
+        return "paused" if self.held or self.sensitive_depth else "recording"
+
+    @property
+    def granted(self) -> bool:
+        return self.mode != "none" and bool(self.consents) and self.consents[-1].outcome == "granted"
+
+    def _event(self, type: str, data: dict[str, Any]) -> None:
+        if self.emit is not None:
+            self.emit(type, None, data)
+
+    def _transition(self, before: str, reason: str) -> None:
+        after = self.state
+        if before == "recording" and after == "paused":
+            self._event("recording.paused", {"reason": reason})
+        elif before == "paused" and after == "recording":
+            self._event("recording.resumed", {"reason": reason})
+
+    def policy(self) -> ConsentPolicy:
+        return ConsentPolicy(self.mode, allow_continue=self.mode == "notify",
+                             decline_action=self.decline_action, policy_id="simulated",
+                             policy_version=self.mode)
+
+    async def consent(self, answer: ConsentAnswer) -> None:
+        self.consents.append(answer)
+        self.calls.append(f"consent:{answer.outcome}")
+        self._event("recording.consent",
+                    {"outcome": answer.outcome, "method": answer.method, "mode": answer.mode})
+        if self.active and answer.outcome != "granted":
+            self.active = False
+            self._event("recording.withdrawn", {"outcome": answer.outcome})
+
+    async def start(self) -> bool:
+        if not self.granted:
+            self.calls.append("start:refused")
+            return False
+        self.calls.append("start:on")
+        if not self.active:
+            self.active = True
+            self._event("recording.started", {"paused": self.state == "paused"})
+        return True
+
+    async def stop(self) -> None:
+        self.calls.append("stop")
+        if self.active:
+            self.active = False
+            self._event("recording.stopped", {})
+
+    async def pause(self, reason: str) -> None:
+        self.calls.append(f"pause:{reason}")
+        before, self.held = self.state, True
+        self._transition(before, reason)
+
+    async def resume(self, reason: str) -> None:
+        self.calls.append(f"resume:{reason}")
+        before, self.held = self.state, False
+        self._transition(before, reason)
+
+    async def sensitive(self, on: bool) -> None:
+        if on and self.fail_sensitive:
+            self.calls.append("sensitive:unavailable")
+            raise RecordingUnavailable("the simulated recorder did not confirm the pause")
+        if not on and self.sensitive_depth == 0:
+            raise AssertionError("sensitive(False) without a matching sensitive(True)")
+        self.calls.append("sensitive:on" if on else "sensitive:off")
+        before = self.state
+        self.sensitive_depth += 1 if on else -1
+        self.max_sensitive_depth = max(self.max_sensitive_depth, self.sensitive_depth)
+        self._transition(before, "sensitive")
+
+
 def parse_at(text: str) -> datetime:
     """``"2026-12-24T17:59 Europe/Berlin"`` (zone optional, UTC by default) as an aware datetime."""
     stamp, _, zone = text.strip().partition(" ")
@@ -112,8 +220,10 @@ class SimulatedChannel:
     transfers: list[str] = field(default_factory=list)
     enqueued: list[tuple[str, EnqueueSpec]] = field(default_factory=list)
     masking: bool = False
+    recording: SimulatedRecording = field(default_factory=SimulatedRecording)
 
     def __post_init__(self) -> None:
+        self.recording.emit = self.emit
         if self.transfer_result not in TRANSFER_OUTCOMES:
             raise ValueError(f"transfer result must be one of {TRANSFER_OUTCOMES}")
         if self.enqueue_result not in ENQUEUE_OUTCOMES:
@@ -207,6 +317,14 @@ def describe_event(event: SimEvent) -> str | None:
             return f"error at {event.node_id}: {d['error']}"
         case "ivr.outcome":
             return f"outcome {d['outcome']}" + (f" (flow {d['flow']})" if "flow" in d else "")
+        case "ivr.recording":
+            return f"recording {d['action']}" + (f" -> {d['result']}" if "result" in d else "")
+        case "recording.consent":
+            return f"consent {d['outcome']} ({d['method']}, mode {d['mode']})"
+        case "recording.started" | "recording.stopped" | "recording.withdrawn":
+            return event.type.replace(".", " ")
+        case "recording.paused" | "recording.resumed":
+            return f"{event.type.replace('.', ' ')} ({d['reason']})"
         case "sim.hangup":
             return "hangup" + (f" {d['sip_code']}" if d.get("sip_code") else "")
     return None

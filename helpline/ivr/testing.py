@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from helpline.ivr.channel import RecordingMode
 from helpline.ivr.interpreter import FlowResult, run_flow
 from helpline.ivr.simulate import (
     HttpAnswer,
     MockHttpPort,
     SimEvent,
     SimulatedChannel,
+    SimulatedRecording,
     describe_event,
     parse_at,
 )
@@ -46,6 +48,11 @@ class Transcript:
     @property
     def events(self) -> list[SimEvent]:
         return self.channel.events
+
+    @property
+    def recording(self) -> SimulatedRecording:
+        """What the flow asked of the recorder (consents, starts, pauses, sensitive nesting)."""
+        return self.channel.recording
 
     @property
     def lines(self) -> list[str]:
@@ -107,14 +114,19 @@ async def arun_flow_test(
     variables: Mapping[str, Any] | None = None,
     caller: str = "+15550100001",
     did: str = "+15550100000",
+    recording: RecordingMode | SimulatedRecording = "consent",
 ) -> Transcript:
-    """Load ``path`` (with sibling flows as subflows) and run it on a :class:`SimulatedChannel`."""
+    """Load ``path`` (with sibling flows as subflows) and run it on a :class:`SimulatedChannel`.
+
+    ``recording`` is the resolved recording mode the flow sees, or a prepared recorder.
+    """
     flow = load_flow(path)
     port = MockHttpPort(http)
     when = parse_at(at) if isinstance(at, str) else at
+    recorder = recording if isinstance(recording, SimulatedRecording) else SimulatedRecording(recording)
     channel = SimulatedChannel(
         inputs=list(inputs), http=port, transfer_result=transfer, enqueue_result=enqueue,
-        caller=caller, did=did, at=when if when is not None else datetime.now(UTC),
+        caller=caller, did=did, at=when if when is not None else datetime.now(UTC), recording=recorder,
     )
     env: dict[str, Any] = {"trunk": "sim", **(variables or {})}
     result = await run_flow(flow, channel, env)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from helpline.ivr.markers import Marked, MarkKind
 from helpline.ivr.model import REQUIRED, Loc, NodeBase
 from helpline.ivr.nodes.input import InputNode, MenuNode
 from helpline.ivr.nodes.logic import GotoNode
+from helpline.ivr.nodes.recording import GRANTED, RECORDING_ACTIONS, ConsentNode, RecordingNode
 from helpline.ivr.nodes.subflow import ReturnNode, SubflowNode
 from helpline.ivr.problems import Problem
 
@@ -92,6 +94,7 @@ class FlowChecker:
         self._loops()
         self._menus()
         self._subflow_outcomes()
+        self._recording_consent()
 
     def _index(self) -> None:
         raw = self.parsed.marks.data["nodes"] if self.parsed.marks else []
@@ -262,6 +265,76 @@ class FlowChecker:
                     self.parsed.report(self.locs[node.id], "unhandled-outcome",
                                        f"subflow node {node.id!r} does not handle outcome {outcome!r} "
                                        f"returned by flow {node.flow!r}")
+
+    def _flow_edges(self, node: NodeBase) -> Iterator[tuple[str, str, Loc | None]]:
+        """``(outcome, target, route location)`` for every way out of ``node`` at run time: its routes,
+        flow ``outcome_defaults`` for what it leaves unmapped, and the error handler any node may take."""
+        routed: set[str] = set()
+        if not node.terminal:
+            for outcome, target, loc in node.routes():
+                routed.add(outcome)
+                yield outcome, target, loc
+            for outcome in node.outcome_rules(self.doc.input_defaults):
+                fallback = self.doc.outcome_defaults.get(outcome)
+                if outcome not in routed and fallback is not None:
+                    yield outcome, fallback, None
+        handler = node.on_error or self.doc.on_error
+        if handler is not None:
+            yield "error", handler, None
+
+    def _unconsented_paths(self, start: str) -> dict[str, list[str]]:
+        """For each recording start/resume reachable from ``start`` without a consent ``granted`` on
+        the way, the shortest such path (node ids). Subflow calls are opaque: they neither grant nor
+        record for this flow. A consent node's other outcomes take a granted state away again."""
+        parents: dict[tuple[str, bool], tuple[str, bool] | None] = {(start, False): None}
+        queue = deque([(start, False)])
+        found: dict[str, list[str]] = {}
+        while queue:
+            state = queue.popleft()
+            node_id, granted = state
+            node = self.nodes[node_id]
+            if not granted and isinstance(node, RecordingNode) and node.action in RECORDING_ACTIONS:
+                path: list[str] = []
+                at: tuple[str, bool] | None = state
+                while at is not None:
+                    path.append(at[0])
+                    at = parents[at]
+                found.setdefault(node_id, path[::-1])
+            for outcome, target, _ in self._flow_edges(node):
+                if target not in self.nodes:
+                    continue
+                after = (outcome == GRANTED) if isinstance(node, ConsentNode) else granted
+                if (target, after) not in parents:
+                    parents[(target, after)] = state
+                    queue.append((target, after))
+        return found
+
+    def _recording_consent(self) -> None:
+        """The static proof: recording starts (or resumes) only after a consent node's ``granted``."""
+        if not any(isinstance(n, RecordingNode) for n in self.nodes.values()):
+            return
+        entry = self.doc.flow.entry
+        if entry in self.nodes:
+            for node_id, path in self._unconsented_paths(entry).items():
+                action = self.nodes[node_id]
+                assert isinstance(action, RecordingNode)
+                self.parsed.report(self.locs[node_id], "recording-without-consent",
+                                   f"recording node {node_id!r} can {action.action} recording without a "
+                                   f"consent node's 'granted' on the way: {' -> '.join(path)}")
+        for node in self.nodes.values():
+            if not isinstance(node, ConsentNode):
+                continue
+            for outcome, target, loc in self._flow_edges(node):
+                if outcome == GRANTED or target not in self.nodes:
+                    continue
+                reached = self._unconsented_paths(target)
+                if reached:
+                    node_id, path = min(reached.items(), key=lambda item: len(item[1]))
+                    where = (*self.locs[node.id], *loc) if loc is not None else self.locs[node.id]
+                    self.parsed.report(where, "recording-after-decline",
+                                       f"consent node {node.id!r}: outcome {outcome!r} leads to recording "
+                                       f"{self.nodes[node_id].id!r}: {' -> '.join([node.id, *path])}",
+                                       "warning", key=loc is not None)
 
 
 def _strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:

@@ -1,5 +1,5 @@
 """Node types. Importing this package registers every type in :data:`helpline.ivr.model.NODE_TYPES`."""
 
-from helpline.ivr.nodes import http, input, logic, prompting, routing, subflow
+from helpline.ivr.nodes import http, input, logic, prompting, recording, routing, subflow
 
-__all__ = ["http", "input", "logic", "prompting", "routing", "subflow"]
+__all__ = ["http", "input", "logic", "prompting", "recording", "routing", "subflow"]

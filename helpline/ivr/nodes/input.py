@@ -77,9 +77,10 @@ class MenuNode(InputNode):
             return Answer(option.name, value) if option else None
 
         stops = frozenset(by_key)
-        answer = await ask(ctx, self.policy(ctx), self.prompt, GatherSpec(1, None, stops), match)
+        answer = await ask(ctx, self.policy(ctx), self.prompt, GatherSpec(1, None, stops), match,
+                           sensitive=self.sensitive)
         if answer.value is not None:
-            ctx.set_var("last_menu_key", answer.value)
+            ctx.set_var("last_menu_key", answer.value, sensitive=self.sensitive)
         return answer.outcome
 
 
@@ -87,7 +88,7 @@ class CollectNode(InputNode):
     """Collect digits into ``variable``. Outcomes ``ok``, ``invalid`` (nomatch retries used up; falls back
     to ``exhausted`` when unmapped) and ``exhausted`` (noinput retries used up).
 
-    ``sensitive`` keeps the value out of every event and log (shown as ``***``).
+    ``sensitive`` (a field of every node) keeps the value out of every event and log (shown as ``***``).
     """
 
     type: Literal["collect"]
@@ -97,7 +98,6 @@ class CollectNode(InputNode):
     max_length: int = Field(default=16, ge=1, le=64)
     terminator: DtmfKey | None = "#"
     validator: str | None = None
-    sensitive: bool = False
     outcomes = {
         "ok": REQUIRED,
         "invalid": OutcomeRule("fallback", fallback="exhausted"),
