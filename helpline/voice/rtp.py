@@ -19,6 +19,12 @@ Bridging (``helpline.voice.bridge.MediaBridge``) hooks in at two points and cost
 session one attribute test on each: inbound audio payloads go to ``_relay_out`` (a bounded queue the
 other leg drains), and ``_send_frame`` takes its frame from ``_relay_in`` when no prompt plays.
 Digits still reach ``on_dtmf`` first; the relay then re-sends them on the other leg.
+
+Recording (``tap``): when set, ``_send_frame`` calls it once per tick with ``(heard_pcm, sent_pcm)``,
+the decoded 20 ms the peer sent us and the audio frame we sent it, on the engine's one clock so the two
+can never drift apart. Inbound audio waits in a queue of at most ``TAP_QUEUE_FRAMES`` (the oldest is
+dropped beyond that, bounding the lag); a tick with nothing queued reports silence. An unset tap costs
+one attribute test on each path.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, cast
 
 from helpline.logs import current_call_id
 from helpline.voice.dtmf import DtmfReceiver, dtmf_payloads, is_dtmf_digit
-from helpline.voice.g711 import FRAME_SAMPLES, G711Codec, codec_by_name
+from helpline.voice.g711 import FRAME_PCM_BYTES, FRAME_SAMPLES, G711Codec, codec_by_name
 from helpline.voice.prompts import PromptAudio
 from helpline.voice.sdp import Negotiated
 
@@ -50,6 +56,8 @@ RTP_HEADER = struct.Struct("!BBHII")
 _V2 = RTP_VERSION << 6
 _MARKER = 0x80
 _COMFORT_NOISE_PT = 13
+TAP_QUEUE_FRAMES = 3  # inbound frames waiting for the recording tap; more drops the oldest
+_SILENT_PCM = bytes(FRAME_PCM_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +151,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self._bridge: MediaBridge | None = None
         self._relay_out: _Relay | None = None
         self._relay_in: _Relay | None = None
+        # recording tap: inbound payloads waiting for the next tick (None while no tap is set)
+        self._tap: Callable[[bytes, bytes], None] | None = None
+        self._heard: deque[bytes] | None = None
+        self._heard_partial = b""
         # receive path
         self._sdp_remote: tuple[str, int] | None = None
         self._peer: tuple[str, int] | None = None
@@ -191,7 +203,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self.bytes_received += len(data)
         relay = self._relay_out
         on_audio = self.on_audio
-        if pt != self._pt or (relay is None and on_audio is None):
+        heard = self._heard
+        if pt != self._pt or (relay is None and on_audio is None and heard is None):
             return
         if data[0] == _V2:  # the usual 12-byte header: no CSRC, extension or padding to strip
             payload = data[12:]
@@ -202,8 +215,21 @@ class RtpSession(asyncio.DatagramProtocol):
             payload = packet.payload
         if relay is not None:
             relay.push(payload)
+        if heard is not None:
+            if len(payload) == FRAME_SAMPLES:
+                heard.append(payload)  # the deque's maxlen drops the oldest
+            else:
+                self._heard_uneven(payload)
         if on_audio is not None and self._codec is not None:
             on_audio(self._codec.decode(payload))
+
+    def _heard_uneven(self, payload: bytes) -> None:
+        """Re-cut a peer's non-20 ms payloads into frames for the tap."""
+        assert self._heard is not None
+        data = self._heard_partial + payload
+        end = len(data) - len(data) % FRAME_SAMPLES
+        self._heard_partial = data[end:]
+        self._heard.extend(data[start:start + FRAME_SAMPLES] for start in range(0, end, FRAME_SAMPLES))
 
     def _learn(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Whether a packet from an unlatched source may (re)latch the session."""
@@ -247,6 +273,9 @@ class RtpSession(asyncio.DatagramProtocol):
         if codec is not self._codec:
             self._codec = codec
             self._silence = codec.silence_frame
+            if self._heard is not None:  # queued payloads are in the old encoding
+                self._heard.clear()
+                self._heard_partial = b""
             if self._frames is not None and self._audio is not None:
                 self._frames = self._audio.frames(codec.name)  # same frame grid, other encoding
         self._pt = negotiated.payload_type
@@ -346,6 +375,7 @@ class RtpSession(asyncio.DatagramProtocol):
             payload = self._relay_in.pull(self._silence)
         else:
             payload = self._silence
+        audio = payload
         pt = self._pt
         ts = self._ts
         if self._dtmf_out:
@@ -372,7 +402,47 @@ class RtpSession(asyncio.DatagramProtocol):
             self._seq = (self._seq + 1) & 0xFFFF
             self.packets_sent += 1
             self.bytes_sent += len(packet)
+        else:
+            audio = self._silence  # nothing went out (hold, inactive): the peer heard nothing
         self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        if self._tap is not None:
+            self._tap_frame(audio)
+
+    # ---- recording tap ----------------------------------------------------------------------------
+    @property
+    def tap(self) -> Callable[[bytes, bytes], None] | None:
+        """Recording tap: ``(heard_pcm, sent_pcm)`` once per tick, 320 bytes of 8 kHz PCM16 each.
+
+        ``heard_pcm`` is the oldest queued inbound audio frame (silence when none waits), ``sent_pcm``
+        the audio frame sent this tick (silence when a telephone-event packet or nothing went out).
+        A tap that raises is logged and removed.
+        """
+        return self._tap
+
+    @tap.setter
+    def tap(self, callback: Callable[[bytes, bytes], None] | None) -> None:
+        if callback is not None and self._closed:
+            raise RuntimeError(f"RTP session {self.call_id} on port {self.local_port} is closed")
+        self._tap = callback
+        if callback is None:
+            self._heard = None
+        elif self._heard is None:
+            self._heard = deque(maxlen=TAP_QUEUE_FRAMES)
+        self._heard_partial = b""
+
+    def _tap_frame(self, sent: bytes) -> None:
+        codec = self._codec
+        tap = self._tap
+        if codec is None or tap is None:
+            return
+        heard_queue = self._heard
+        heard = codec.decode(heard_queue.popleft()) if heard_queue else _SILENT_PCM
+        try:
+            tap(heard, _SILENT_PCM if sent is self._silence else codec.decode(sent))
+        except Exception:
+            log.exception("recording tap failed on port %d; tap removed", self.local_port,
+                          extra={"call_id": self.call_id})
+            self.tap = None
 
     def _check_timeout(self, now: float) -> None:
         if not self._expect_media or self._timed_out:
@@ -441,6 +511,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.on_dtmf = _ignore_dtmf
         self.on_timeout = _ignore_timeout
         self.on_audio = None
+        self.tap = None
         self._dtmf_in.on_digit = _ignore_digit
 
 
