@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from helpline.queue.config import QUEUE_NAME, QueueConfig
+from helpline.recording.policy import RecordingSettings, RetentionSettings
 from helpline.sbc_bridge import EdgePolicy, SipSettings, TrunkConfig
 from helpline.sbc_bridge.agents.settings import AgentEdgeSettings
 
@@ -51,6 +52,18 @@ class HttpSection(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+
+
+class WebSection(_Section):
+    """Signing in to the web UI and the API: cookies, session lifetimes, the sign-in rate limit."""
+
+    secure_cookies: bool = False  # also set when the request came over HTTPS
+    concurrent_sessions: Literal["end_first", "refuse", "allow"] = "end_first"
+    session_idle_minutes: float = Field(30.0, gt=0)
+    session_hours: float = Field(12.0, gt=0)
+    login_max_failures: int = Field(5, ge=1)
+    login_window_s: float = Field(300.0, gt=0)
+    api_token_days: float = Field(90.0, gt=0)  # ``helpline user token`` default
 
 
 class DatabaseSection(_Section):
@@ -115,6 +128,7 @@ class Settings(BaseSettings):
 
     server: ServerSection = ServerSection()
     http: HttpSection = HttpSection()
+    web: WebSection = WebSection()
     database: DatabaseSection = DatabaseSection()
     media: MediaSection = MediaSection()
     calls: CallsSection = CallsSection()
@@ -123,6 +137,8 @@ class Settings(BaseSettings):
     trunks: list[TrunkConfig] = Field(default_factory=_default_trunks)
     agents: AgentEdgeSettings = Field(default_factory=AgentEdgeSettings)
     queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("queues")
     @classmethod
@@ -133,6 +149,15 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"queue name(s) {', '.join(map(repr, bad))} must match {QUEUE_NAME}")
         return queues
+
+    @model_validator(mode="after")
+    def _retention_policy_exists(self) -> Settings:
+        name = self.recording.retention_policy
+        if name not in self.retention.policies:
+            known = ", ".join(sorted(self.retention.policies)) or "none"
+            raise ValueError(f"recording.retention_policy {name!r} is not a [retention.policies] entry "
+                             f"(known: {known})")
+        return self
 
     @field_validator("trunks")
     @classmethod

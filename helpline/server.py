@@ -31,6 +31,7 @@ from helpline.sbc_bridge.agents import AgentEdge
 from helpline.store import Store, StoreSink, upgrade
 from helpline.voice import MediaEngine, PromptCache
 from helpline.web import create_app, register_media_metrics, register_pipeline_metrics
+from helpline.web.users import ensure_initial_admin
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ async def start(settings: Settings) -> Service:
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     await upgrade(settings.database_url)
     store = Store(settings.database_url)
+    await ensure_initial_admin(store, data_dir)
     bus = EventBus()
     sink = StoreSink(store)
     bus.subscribe(sink)
@@ -150,6 +152,7 @@ async def start(settings: Settings) -> Service:
     app = create_app(
         store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref), flows=flows.catalog,
         queues=queues, queue_configs=settings.queues, agent_realm=settings.agents.realm,
+        web=settings.web,
     )
     config = uvicorn.Config(
         app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,

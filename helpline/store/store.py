@@ -9,9 +9,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from helpline.store.agents import AgentRepository
+from helpline.store.audit import AuditLog
 from helpline.store.engine import create_engine
 from helpline.store.queue_history import QueueHistory
+from helpline.store.recordings import ConsentRepository, RecordingRepository, RetentionRepository
 from helpline.store.repository import CallRepository
+from helpline.store.users import SessionRepository, UserRepository
 
 
 class Store:
@@ -26,6 +29,12 @@ class Store:
         self.calls = CallRepository(self.sessions)
         self.agents = AgentRepository(self.sessions)
         self.queue_history = QueueHistory(self.sessions)
+        self.users = UserRepository(self.sessions)
+        self.user_sessions = SessionRepository(self.sessions)  # ``sessions`` is the sessionmaker
+        self.audit = AuditLog(self.sessions)
+        self.recordings = RecordingRepository(self.sessions)
+        self.consent = ConsentRepository(self.sessions)
+        self.retention = RetentionRepository(self.sessions)
 
     @property
     def backend(self) -> str:

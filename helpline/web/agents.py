@@ -23,6 +23,7 @@ from helpline.store.agents import (
 )
 from helpline.store.records import AgentRecord, StoredAgent
 from helpline.store.store import Store
+from helpline.web.auth import PRESENCE_ROLES, require_self_or_role
 from helpline.web.errors import ApiError
 from helpline.web.parsing import json_object, json_response, paged, parse_body, parse_query
 from helpline.web.queries import AgentEventQuery
@@ -166,6 +167,7 @@ class AgentRoutes:
 
     async def set_presence(self, request: Request) -> Response:
         extension = request.path_params["extension"]
+        await require_self_or_role(request, extension, *PRESENCE_ROLES)
         body = await parse_body(request, PresenceChange)
         await self._stored(extension)
         if self.queues is None:

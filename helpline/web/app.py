@@ -1,8 +1,8 @@
 """The HTTP API: health, Prometheus metrics, CDRs, call event logs, security events, agents, queues
 and routing explanations.
 
-Authentication is not here yet: pass it later as a Starlette middleware through ``middleware``; every
-route goes through the middleware stack. Binding (127.0.0.1 by default) is the server's job.
+Every ``/api/*`` route needs a signed-in user (``helpline.web.auth``) and each checks the caller's role
+(the role matrix in docs/recording-design.md). Binding (127.0.0.1 by default) is the server's job.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from helpline.config import WebSection
 from helpline.events.bus import EventBus
 from helpline.queue.config import QueueConfig
+from helpline.recording.library import RecordingLibrary
 from helpline.store.store import Store
 from helpline.web.agents import AgentRoutes
+from helpline.web.auth import ADMIN_ONLY, READ_ROLES, Auth, AuthMiddleware, requires
 from helpline.web.errors import EXCEPTION_HANDLERS, error_response
 from helpline.web.flows import FlowCatalog, FlowList, flow_list
 from helpline.web.openapi import build_openapi
@@ -31,6 +34,9 @@ from helpline.web.parsing import json_response, paged, parse_query
 from helpline.web.queries import CallQuery, SecurityEventQuery
 from helpline.web.queue_port import QueueView
 from helpline.web.queues import QueueRoutes
+from helpline.web.recordings import recording_routes
+from helpline.web.ui_pages import ui_routes
+from helpline.web.users import UserRoutes
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +132,18 @@ def create_app(
     queues: QueueView | None = None,
     queue_configs: Mapping[str, QueueConfig] | None = None,
     agent_realm: str = DEFAULT_REALM,
+    web: WebSection | None = None,
+    recordings: RecordingLibrary | None = None,
     middleware: Sequence[Middleware] = (),
 ) -> Starlette:
-    """The Starlette app. ``middleware`` is where authentication will plug in.
+    """The Starlette app. ``web`` holds the sign-in settings (cookies, session lifetimes, rate limit);
+    ``middleware`` runs outside the authentication middleware, which is always installed.
 
     ``queues`` is the running queue runtime (live views, presence); without it the agent endpoints
     still manage the stored agents. The queues agents may join are ``queues.queue_names()``, else the
     keys of ``queue_configs`` (the configuration's ``[queues]``). ``agent_realm`` is the SIP digest
-    realm passwords are hashed under.
+    realm passwords are hashed under. ``recordings`` serves the recordings API (without it, only
+    the reviewer UI's static pages are there).
     """
     api = _Api(store, bus, metrics_registry, health, flows)
     configs = dict(queue_configs or {})
@@ -143,28 +153,35 @@ def create_app(
 
     agents = AgentRoutes(store, queues, queue_names, agent_realm)
     queue_routes = QueueRoutes(store, queues, configs, queue_names)
-    routes = [
+    auth = Auth(store, web)
+    read, admin = requires(*READ_ROLES), requires(*ADMIN_ONLY)
+    routes: list[BaseRoute] = [
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
-        Route("/api/calls", api.list_calls, methods=["GET"]),
-        Route("/api/calls/{call_id}", api.get_call, methods=["GET"]),
-        Route("/api/calls/{call_id}/routing", queue_routes.call_routing, methods=["GET"]),
-        Route("/api/security-events", api.list_security_events, methods=["GET"]),
-        Route("/api/flows", api.list_flows, methods=["GET"]),
-        Route("/api/agents", agents.list_agents, methods=["GET"]),
-        Route("/api/agents", agents.create_agent, methods=["POST"]),
-        Route("/api/agents/{extension}", agents.get_agent, methods=["GET"]),
-        Route("/api/agents/{extension}", agents.update_agent, methods=["PATCH"]),
-        Route("/api/agents/{extension}", agents.delete_agent, methods=["DELETE"]),
-        Route("/api/agents/{extension}/password", agents.set_password, methods=["PUT"]),
+        Route("/api/calls", read(api.list_calls), methods=["GET"]),
+        Route("/api/calls/{call_id}", read(api.get_call), methods=["GET"]),
+        Route("/api/calls/{call_id}/routing", read(queue_routes.call_routing), methods=["GET"]),
+        Route("/api/security-events", read(api.list_security_events), methods=["GET"]),
+        Route("/api/flows", read(api.list_flows), methods=["GET"]),
+        Route("/api/agents", read(agents.list_agents), methods=["GET"]),
+        Route("/api/agents", admin(agents.create_agent), methods=["POST"]),
+        Route("/api/agents/{extension}", read(agents.get_agent), methods=["GET"]),
+        Route("/api/agents/{extension}", admin(agents.update_agent), methods=["PATCH"]),
+        Route("/api/agents/{extension}", admin(agents.delete_agent), methods=["DELETE"]),
+        Route("/api/agents/{extension}/password", admin(agents.set_password), methods=["PUT"]),
         Route("/api/agents/{extension}/presence", agents.set_presence, methods=["PUT"]),
-        Route("/api/agents/{extension}/events", agents.list_events, methods=["GET"]),
-        Route("/api/queues", queue_routes.list_queues, methods=["GET"]),
-        Route("/api/queues/{name}", queue_routes.get_queue, methods=["GET"]),
-        Route("/api/queues/{name}/kpis", queue_routes.kpis, methods=["GET"]),
+        Route("/api/agents/{extension}/events", read(agents.list_events), methods=["GET"]),
+        Route("/api/queues", read(queue_routes.list_queues), methods=["GET"]),
+        Route("/api/queues/{name}", read(queue_routes.get_queue), methods=["GET"]),
+        Route("/api/queues/{name}/kpis", read(queue_routes.kpis), methods=["GET"]),
+        *UserRoutes(store, auth).routes(),
+        *(recording_routes(recordings) if recordings is not None else []),
+        *ui_routes(),
     ]
-    app = Starlette(routes=routes, middleware=list(middleware), exception_handlers=dict(EXCEPTION_HANDLERS))
+    stack = [*middleware, Middleware(AuthMiddleware, auth=auth)]
+    app = Starlette(routes=routes, middleware=stack, exception_handlers=dict(EXCEPTION_HANDLERS))
+    app.state.auth = auth
     app.state.store = store
     app.state.bus = bus
     return app

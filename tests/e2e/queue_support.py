@@ -84,7 +84,7 @@ class QueueFloor:
 
 async def api_client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     """The per-test API fixture's body: afterwards every agent goes home, so tests do not meet."""
-    async with httpx.AsyncClient(base_url=server.api, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=server.api, timeout=5, headers=server.headers) as client:
         yield client
         for agent in (await client.get("/api/agents")).json()["items"]:
             await client.put(f"/api/agents/{agent['extension']}/presence", json={"presence": "logged_out"})

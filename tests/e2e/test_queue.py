@@ -219,7 +219,7 @@ async def test_restart_keeps_registrations_and_presence(tmp_path: Path) -> None:
     env = {"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1", "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5"}
     servers = floor.serve(tmp_path, QUEUE_CONFIG, env)
     server = next(servers)
-    async with httpx.AsyncClient(base_url=server.api, timeout=5) as api:
+    async with httpx.AsyncClient(base_url=server.api, timeout=5, headers=server.headers) as api:
         extension, password = await _make_agent(api, "2901", skills={"support": 1})
         async with floor.pjsua(extension, password, expires=3600) as agent:
             await registered(agent)

@@ -1,4 +1,4 @@
-"""Serving an app over real HTTP for the API tests."""
+"""Serving an app over real HTTP for the API tests, and signing test clients in."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import uvicorn
 from starlette.applications import Starlette
+
+from helpline.store import Store
+from helpline.store.users import StoredUser
+from helpline.web.auth import Auth, hash_password
 
 
 @contextlib.asynccontextmanager
@@ -32,3 +37,21 @@ async def serve(app: Starlette) -> AsyncIterator[str]:
         async with asyncio.timeout(10):
             await task
         sock.close()
+
+
+async def bearer_headers(
+    store: Store, username: str = "test-admin", role: str = "admin", *, agent_extension: str | None = None
+) -> dict[str, str]:
+    """Create a user and an API token for it; the headers a client sends to act as that user."""
+    user = await add_user(store, username, role, agent_extension=agent_extension)
+    token = await Auth(store).issue_token(user, timedelta(hours=1), actor="test")
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def add_user(
+    store: Store, username: str, role: str, password: str = "test-password", *,
+    agent_extension: str | None = None,
+) -> StoredUser:  # fmt: skip
+    return await store.users.create(
+        username, role, await hash_password(password), agent_extension=agent_extension
+    )

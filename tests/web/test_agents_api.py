@@ -19,7 +19,7 @@ from helpline.queue.config import QueueConfig
 from helpline.queue.profile import AgentProfile
 from helpline.store import Store, StoreSink
 from helpline.web import create_app
-from tests.web.http_support import serve
+from tests.web.http_support import bearer_headers, serve
 from tests.web.queue_double import QueueDouble
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -46,7 +46,8 @@ async def api(migrated_store: Store) -> AsyncIterator[Api]:
     bus.subscribe(sink)
     runtime = QueueDouble(migrated_store.agents, {"sales": QueueConfig(), "support": QueueConfig()})
     app = create_app(migrated_store, bus, CollectorRegistry(), queues=runtime, agent_realm="example.org")
-    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+    headers = await bearer_headers(migrated_store)
+    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as http:
         yield Api(http, migrated_store, bus, sink, runtime)
     await sink.aclose(give_up_after=10)
 
@@ -228,7 +229,8 @@ async def test_queue_views(api: Api) -> None:
 
 async def test_without_a_runtime_agents_are_still_managed(migrated_store: Store) -> None:
     app = create_app(migrated_store, EventBus(), CollectorRegistry(), queue_configs={"sales": QueueConfig()})
-    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+    headers = await bearer_headers(migrated_store)
+    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as http:
         r = await http.post("/api/agents", json=ANN)
         assert r.status_code == 201 and r.json()["live"] is None and r.json()["realm"] == "helpline"
         assert error(await http.post("/api/agents", json=ANN | {"extension": "1002", "queues": [

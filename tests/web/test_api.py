@@ -18,7 +18,7 @@ from helpline.events import DomainEvent, EventBus
 from helpline.events.metrics import MetricsSink
 from helpline.store import Store, StoreSink
 from helpline.web import create_app, register_pipeline_metrics
-from tests.web.http_support import serve
+from tests.web.http_support import bearer_headers, serve
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -42,7 +42,8 @@ async def api(migrated_store: Store) -> AsyncIterator[Api]:
     register_pipeline_metrics(registry, bus, sink)
     facts: dict[str, Any] = {"status": "ok", "active_calls": 0}
     app = create_app(migrated_store, bus, registry, lambda: facts)
-    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+    headers = await bearer_headers(migrated_store)
+    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as http:
         yield Api(http, bus, sink, facts)
     await sink.aclose(give_up_after=10)
 
@@ -264,7 +265,7 @@ async def test_healthz_is_503_when_the_database_is_unreachable(tmp_path: Any) ->
             r = await http.get("/healthz")
             assert r.status_code == 503
             assert r.json()["db"]["ok"] is False
-            calls = await http.get("/api/calls")
+            calls = await http.get("/api/calls", headers={"Authorization": "Bearer any"})
             assert calls.status_code == 503 and calls.json() == {"error": "database unavailable"}
     finally:
         await store.close()

@@ -18,7 +18,7 @@ from helpline.queue.profile import AgentProfile, Membership
 from helpline.queue.trace import Candidate, DecisionTrace
 from helpline.store import Store, StoreSink
 from helpline.web import create_app
-from tests.web.http_support import serve
+from tests.web.http_support import bearer_headers, serve
 from tests.web.queue_double import QueueDouble
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -41,7 +41,8 @@ async def api(migrated_store: Store) -> AsyncIterator[Api]:
     configs = {"sales": QueueConfig(sl_threshold_s=30, short_abandon_s=5), "support": QueueConfig()}
     runtime = QueueDouble(migrated_store.agents, configs)
     app = create_app(migrated_store, bus, CollectorRegistry(), queues=runtime)
-    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+    headers = await bearer_headers(migrated_store)
+    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as http:
         yield Api(http, migrated_store, bus, sink)
     await sink.aclose(give_up_after=10)
 
