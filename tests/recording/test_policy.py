@@ -103,7 +103,8 @@ def test_did_and_flow_rules_combine_strictest_and_none_wins() -> None:
 
 
 def test_disabled_recording_resolves_to_none() -> None:
-    resolved = resolve_policy(RecordingSettings(enabled=False), caller=CA_CALLER, did=SUPPORT_DID, flow_id="support")
+    resolved = resolve_policy(RecordingSettings(enabled=False), caller=CA_CALLER, did=SUPPORT_DID,
+                              flow_id="support")
     assert (resolved.mode, resolved.record, resolved.rule) == ("none", False, "disabled")
 
 
