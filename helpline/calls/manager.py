@@ -33,6 +33,7 @@ from helpline.voice import (
 
 if TYPE_CHECKING:
     from helpline.queue.runtime import QueueRuntime
+    from helpline.recording.service import CallRecording, RecordingService
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,11 @@ class CallManager:
         http: HttpPort,
         policy: CallPolicy,
         queues: QueueRuntime | None = None,
+        recordings: RecordingService | None = None,
     ) -> None:
         self._bus = bus
         self._queues = queues
+        self._recordings = recordings
         self._flows = flows
         self._engine = engine
         self._prompts = prompts
@@ -166,6 +169,7 @@ class ActiveCall:
         self._sdp: SdpSession | None = None
         self._answered = False
         self._closed = False  # call.refused or call.ended has been published
+        self._recording: CallRecording | None = None
 
     def _emit(self, type: str, data: dict[str, Any], node_id: str | None = None) -> None:
         self._m._bus.publish(DomainEvent.now(type, self.id, data, node_id=node_id))
@@ -252,10 +256,14 @@ class ActiveCall:
         call.answer(self._negotiated.answer_sdp)
         rtp.start(self._negotiated)
         self._answered = True
+        recordings = self._m._recordings
+        if recordings is not None:
+            self._recording = recordings.for_call(call_id=self.id, caller=call.caller, did=call.did,
+                                                  flow_id=flow.id, session=rtp)
         channel = LiveChannel(
             call_id=self.id, call=call, rtp=rtp, prompts=self._m._prompts, bus=self._m._bus,
             http=self._m._http, on_hangup=self._flow_hangup, on_transferred=self._transferred,
-            queues=self._m._queues,
+            queues=self._m._queues, recording=self._recording,
         )
         rtp.on_dtmf = lambda digit, source: self._digit(channel, digit, source)
         call.on_dtmf = lambda digit, duration: self._info_digit(channel, digit)
@@ -288,6 +296,8 @@ class ActiveCall:
         # While a sensitive value is collected the key presses themselves are secret too.
         shown = "*" if channel.masking else digit
         self._emit("dtmf.received", {"digit": shown, "source": source, "masked": channel.masking})
+        if self._recording is not None:
+            self._recording.digit(digit)  # blanked from the recording; may withdraw consent
         channel.push_digit(digit)
 
     def _info_digit(self, channel: LiveChannel, digit: str) -> None:
@@ -346,6 +356,8 @@ class ActiveCall:
     def _finish_answered(self) -> None:
         self._closed = True
         e = self._ending
+        if self._recording is not None:
+            self._recording.ended(e.disposition)
         if e.by in ("flow", "server"):
             self._call.hangup()
         self._emit("call.ended", {"disposition": e.disposition, "sip_code": e.sip_code,
@@ -359,5 +371,7 @@ class ActiveCall:
         """
         call = self._call
         call.on_ended = call.on_dtmf = call.on_reoffer = None
+        if self._recording is not None:  # after a crash of the call task too: what was recorded is sealed
+            self._recording.ended(self._ending.disposition or "failed")
         if self._rtp is not None:
             self._rtp.close()

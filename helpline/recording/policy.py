@@ -58,9 +58,11 @@ class _Section(BaseModel):
 
 
 class DidPolicy(_Section):
-    """The recording rule for one DID or one flow; ``none`` means the call is never recorded."""
+    """The recording rule for one DID or one flow; ``none`` means the call is never recorded.
+    ``include_ivr`` (when set) decides for these calls whether the IVR part is recorded too."""
 
     mode: Mode
+    include_ivr: bool | None = None
 
 
 class RecordingSettings(_Section):
@@ -180,6 +182,7 @@ class ResolvedPolicy:
     rule: str
     inputs: PolicyInputs
     parties: tuple[Party, ...] = ()
+    include_ivr: bool = False
 
     def consent_policy(self) -> ConsentPolicy:
         """The view a flow's ``consent`` node gets through ``channel.recording.policy()``."""
@@ -242,12 +245,16 @@ def resolve_policy(settings: RecordingSettings, *, caller: str, did: str, flow_i
     where = jurisdiction_of(caller)
     inputs = PolicyInputs(caller, where.country, where.region, did, flow_id, settings.site)
     decided: dict[str, Any] = {"enabled": settings.enabled, "decline_action": settings.decline_action}
+    entries = [entry for entry in (settings.dids.get(did), settings.flows.get(flow_id)) if entry is not None]
+    include_ivr = next((e.include_ivr for e in entries if e.include_ivr is not None), settings.include_ivr)
+    decided["include_ivr"] = include_ivr
 
     def result(mode: Mode, rule: str, policy_id: str, parties: tuple[Party, ...] = ()) -> ResolvedPolicy:
         decided.update(mode=mode, rule=rule)
         return ResolvedPolicy(mode=mode, record=mode != "none", allow_continue=mode == "notify",
                               decline_action=settings.decline_action, policy_id=policy_id,
-                              policy_version=_version(decided), rule=rule, inputs=inputs, parties=parties)
+                              policy_version=_version(decided), rule=rule, inputs=inputs, parties=parties,
+                              include_ivr=include_ivr)
 
     if not settings.enabled:
         return result("none", "disabled", "disabled")
