@@ -67,6 +67,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from helpline.ivr.cli import add_flow_commands
     from helpline.queue.admin_cli import add_agent_commands
+    from helpline.recording.cli import add_recording_commands
     from helpline.web.users_cli import add_user_commands
 
     parser = argparse.ArgumentParser(prog="helpline", description="SIP/voice-first contact center")
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flow_commands(sub)
     add_agent_commands(sub, with_config)
     add_user_commands(sub, with_config)
+    add_recording_commands(sub, with_config)
     return parser
 
 

@@ -26,6 +26,10 @@ from helpline.ivr import FlowRegistry
 from helpline.ivr.http_port import HttpxPort
 from helpline.queue.metrics import QueueStateCollector
 from helpline.queue.runtime import MediaPolicy, QueueRuntime
+from helpline.recording.library import RecordingLibrary
+from helpline.recording.retention import RetentionSweeper
+from helpline.recording.service import RecordingService
+from helpline.recording.setup import RecordingLayout, open_library
 from helpline.sbc_bridge import TrunkBridge
 from helpline.sbc_bridge.agents import AgentEdge
 from helpline.store import Store, StoreSink, upgrade
@@ -61,6 +65,8 @@ class Service:
     http_client: httpx.AsyncClient
     http_server: uvicorn.Server
     tasks: list[asyncio.Task[Any]]
+    recordings: RecordingService | None = None
+    sweeper: RetentionSweeper | None = None
 
     async def stop(self) -> None:
         """Stop taking calls, end live calls with BYE, flush the event log, close everything."""
@@ -74,6 +80,10 @@ class Service:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.sweeper is not None:
+            await self.sweeper.stop()
+        if self.recordings is not None:
+            await self.recordings.close()  # the calls just ended are sealed before we go
         await self.engine.close()
         await self.http_client.aclose()
         await self.sink.aclose(give_up_after=10)
@@ -126,6 +136,17 @@ async def start(settings: Settings) -> Service:
         on_security=queues.on_security,
     )
     queues.attach(agent_edge)
+    recordings: RecordingService | None = None
+    library: RecordingLibrary | None = None
+    layout = RecordingLayout.of(data_dir, settings.recording)
+    if settings.recording.enabled:
+        recordings = await asyncio.to_thread(
+            RecordingService, settings.recording, settings.retention, store=store, bus=bus, layout=layout,
+            prompts=prompts,
+        )
+        await recordings.start()
+    library = await asyncio.to_thread(open_library, store, layout, settings.recording)
+    sweeper = RetentionSweeper(store, library, settings.recording.sweep_interval_s)
     calls = CallManager(
         bus=bus, flows=flows, engine=engine, prompts=prompts, http=HttpxPort(http_client),
         policy=CallPolicy(
@@ -136,6 +157,7 @@ async def start(settings: Settings) -> Service:
             max_duration_s=settings.calls.max_duration_s,
         ),
         queues=queues,
+        recordings=recordings,
     )
     bridge = TrunkBridge(
         settings.sip, settings.trunks, settings.policy,
@@ -152,7 +174,7 @@ async def start(settings: Settings) -> Service:
     app = create_app(
         store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref), flows=flows.catalog,
         queues=queues, queue_configs=settings.queues, agent_realm=settings.agents.realm,
-        web=settings.web,
+        web=settings.web, recordings=library,
     )
     config = uvicorn.Config(
         app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
@@ -169,9 +191,10 @@ async def start(settings: Settings) -> Service:
             where = f"{settings.http.host}:{settings.http.port}"
             raise RuntimeError(f"HTTP server could not listen on {where}")
         await asyncio.sleep(0.02)
+    sweeper.start()
     service = Service(
         settings, bus, store, sink, flows, engine, calls, bridge, queues, agent_edge, http_client,
-        http_server, tasks,
+        http_server, tasks, recordings, sweeper,
     )
     ref.append(service)
     log.info(

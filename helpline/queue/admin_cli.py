@@ -8,35 +8,23 @@ The CLI writes the same table as the API; a running service picks the changes up
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from helpline.cli_support import EXIT_FAILED, EXIT_REFUSED, Refused, run_on_store
 from helpline.config import Settings
-from helpline.store import AgentError, AgentRecord, Store, StoredAgent, upgrade_sync
+from helpline.store import AgentError, AgentRecord, Store, StoredAgent
 from helpline.store.agents import validate_profile
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REALM = "helpline"
-EXIT_REFUSED = 2
-EXIT_FAILED = 1
-T = TypeVar("T")
-
-
-class Refused(Exception):
-    """Bad input for an agent command; ``field`` names what to fix."""
-
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def add_agent_commands(subparsers: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
@@ -185,22 +173,6 @@ def _queue_names(settings: Settings) -> set[str]:
     return set(getattr(settings, "queues", {}) or {})
 
 
-def _run(args: argparse.Namespace, work: Callable[[Store, Settings], Awaitable[T]]) -> T:
-    """Load the configuration, bring the schema up to date, run ``work`` on a store."""
-    from helpline.cli import settings_from_args
-
-    settings = settings_from_args(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_sync(settings.database_url)
-
-    async def main() -> T:
-        store = Store(settings.database_url)
-        try:
-            return await work(store, settings)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
 
 
 def _command(work: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -246,7 +218,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             profile, password, _realm(settings), queue_names=_queue_names(settings)
         )
 
-    agent = _run(args, work)
+    agent = run_on_store(args, work)
     print(f"agent {agent.extension} added")
     return 0
 
@@ -258,7 +230,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     async def work(store: Store, _settings: Settings) -> list[StoredAgent]:
         return await store.agents.list()
 
-    agents = [agent.public() for agent in _run(args, work)]
+    agents = [agent.public() for agent in run_on_store(args, work)]
     if args.json:
         print(json.dumps([a.model_dump(mode="json") for a in agents], indent=2))
         return 0
@@ -283,7 +255,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     async def work(store: Store, _settings: Settings) -> StoredAgent | None:
         return await store.agents.get(args.extension)
 
-    stored = _run(args, work)
+    stored = run_on_store(args, work)
     if stored is None:
         raise Refused("extension", f"no agent {args.extension!r}")
     agent = stored.public()
@@ -353,7 +325,7 @@ def cmd_set(args: argparse.Namespace) -> int:
             raise Refused(None, "nothing to change (see helpline agent set --help)")
         return await store.agents.update(args.extension, changes, queue_names=_queue_names(settings))
 
-    agent = _run(args, work)
+    agent = run_on_store(args, work)
     print(f"agent {agent.extension} updated")
     return 0
 
@@ -366,7 +338,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     async def work(store: Store, settings: Settings) -> StoredAgent:
         return await store.agents.set_password(args.extension, password, _realm(settings))
 
-    agent = _run(args, work)
+    agent = run_on_store(args, work)
     print(f"password of agent {agent.extension} set")
     return 0
 
@@ -378,6 +350,6 @@ def cmd_remove(args: argparse.Namespace) -> int:
     async def work(store: Store, _settings: Settings) -> None:
         await store.agents.delete(args.extension)
 
-    _run(args, work)
+    run_on_store(args, work)
     print(f"agent {args.extension} removed")
     return 0

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -81,6 +82,8 @@ class RecordingSettings(_Section):
     site: str | None = Field(default=None, pattern=JURISDICTION)
     encrypt: bool = False
     segment_seconds: float = Field(default=1.0, gt=0, le=60)
+    storage_dir: Path | None = None  # default <data_dir>/recordings
+    sweep_interval_s: float = Field(default=3600.0, gt=0)
     retention_policy: str = "default"
     dids: dict[str, DidPolicy] = Field(default_factory=dict)
     flows: dict[str, DidPolicy] = Field(default_factory=dict)

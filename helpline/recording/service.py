@@ -33,8 +33,9 @@ from helpline.recording.ledger import Ledger, read_ledger
 from helpline.recording.manifest import build_manifest, consent_digest, iso_utc, sign_manifest
 from helpline.recording.peaks import compute_peaks
 from helpline.recording.policy import RecordingSettings, ResolvedPolicy, RetentionSettings, resolve_policy
+from helpline.recording.setup import RecordingLayout
 from helpline.recording.spool import SegmentWriter, SpooledRecording, read_spool, recover
-from helpline.recording.storage import RecordingStorage, recording_key
+from helpline.recording.storage import LocalStorage, RecordingStorage, recording_key
 from helpline.store import Store
 from helpline.store.recordings import RetentionRow
 from helpline.voice import PromptCache, RtpSession
@@ -76,33 +77,24 @@ def evidence_doc(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: iso_utc(v) if isinstance(v, datetime) else v for k, v in record.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class RecordingPaths:
-    """Where the service keeps things: the spool (live segments) and the key files."""
-
-    spool: Path
-    keys: Path
-
-
 class RecordingService:
     """Owns the segment writer, the signing key, the ledger and storage; hands out per-call control."""
 
     def __init__(
         self, settings: RecordingSettings, retention: RetentionSettings, *, store: Store, bus: EventBus,
-        storage: RecordingStorage, storage_root: Path, paths: RecordingPaths, prompts: PromptCache,
+        layout: RecordingLayout, prompts: PromptCache, storage: RecordingStorage | None = None,
     ) -> None:
+        """Opens the key files: blocking, so build it in a thread (``asyncio.to_thread``)."""
         self.settings = settings
         self.retention = retention
         self.store = store
         self.bus = bus
-        self.storage = storage
-        self.storage_root = storage_root
-        self.paths = paths
+        self.layout = layout
+        self.storage = storage or LocalStorage(layout.storage_root)
         self.prompts = prompts
-        self.signing = SigningKey.load_or_create(paths.keys / "recording-signing.pem")
-        self.public_key_path = storage_root / "keys" / "recording-signing.pub"
-        self.kek = Kek.load_or_create(paths.keys / "recording-kek.bin") if settings.encrypt else None
-        self.ledger = Ledger(storage_root / "ledger.jsonl", self.signing)
+        self.signing = SigningKey.load_or_create(layout.signing_key)
+        self.kek = Kek.load_or_create(layout.kek_file) if settings.encrypt else None
+        self.ledger = Ledger(layout.ledger, self.signing)
         self.writer = SegmentWriter()
         self._calls: dict[str, CallRecording] = {}
         self._sealing: set[asyncio.Task[Any]] = set()
@@ -119,9 +111,9 @@ class RecordingService:
         await self.recover()
 
     def _prepare_dirs(self) -> None:
-        self.paths.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.public_key_path.parent.mkdir(parents=True, exist_ok=True)
-        self.signing.export_public(self.public_key_path)
+        self.layout.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.layout.public_key.parent.mkdir(parents=True, exist_ok=True)
+        self.signing.export_public(self.layout.public_key)
 
     async def close(self) -> None:
         """Wait for recordings being sealed (calls ended before shutdown), then stop the writer."""
@@ -284,7 +276,7 @@ class RecordingService:
 
     async def recover(self) -> int:
         """Seal every recording a crash left in the spool; returns how many were recovered."""
-        spooled = await asyncio.to_thread(recover, self.paths.spool)
+        spooled = await asyncio.to_thread(recover, self.layout.spool)
         count = 0
         for item in spooled:
             try:
@@ -539,7 +531,7 @@ class CallRecording:
                 "floor_until": (started + timedelta(days=retention.floor_days)).isoformat(),
             },
         }
-        spool = service.paths.spool / self.recording_id
+        spool = service.layout.spool / self.recording_id
         capture = Capture(self.recording_id, spool, service.writer, meta=meta,
                           segment_frames=max(1, round(service.settings.segment_seconds * FRAMES_PER_SECOND)))
         capture.allow(caller=self._caller_allowed, agent=self._agent_allowed)

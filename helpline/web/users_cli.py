@@ -8,10 +8,8 @@ exit with status 2.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,9 +17,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from helpline.cli_support import EXIT_FAILED, EXIT_REFUSED, Refused, cli_actor, run_on_store
 from helpline.config import Settings
-from helpline.queue.admin_cli import EXIT_FAILED, EXIT_REFUSED, Refused
-from helpline.queue.admin_cli import _run as run_on_store
 from helpline.store import Store
 from helpline.store.users import ROLES, StoredUser, UserError, UserRecord
 from helpline.web.auth import Auth, generate_password, hash_password
@@ -67,13 +64,6 @@ def add_user_commands(subparsers: Any, with_config: Callable[[argparse.ArgumentP
     token.set_defaults(func=cmd_token)
 
 
-def cli_actor() -> str:
-    """``cli:<os user>``: who ran the command, as the audit log records it."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        name = f"uid{os.getuid()}"
-    return f"cli:{name}"
 
 
 def _password(args: argparse.Namespace) -> tuple[str, bool]:

@@ -29,6 +29,10 @@ DIDS = {
     "+18005550106": "queue_support",
     "+18005550107": "queue_spanish",
     "+18005550108": "queue_announce",
+    "+18005550109": "recorded_queue",
+    "+18005550110": "recorded_payment",
+    "+18005550111": "recorded_notice",
+    "+18005550112": "recorded_notice_queue",
 }
 
 
@@ -41,13 +45,20 @@ class RunningServer:
     http_port: int
     data_dir: Path
     log_path: Path
+    token: str = ""
+    """An API bearer token of the ``admin`` user the server created on first start."""
 
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """What an API request sends to act as ``admin``."""
+        return {"Authorization": f"Bearer {self.token}"}
+
     def get(self, path: str, **params: Any) -> Any:
-        r = httpx.get(self.api + path, params=params, timeout=5)
+        r = httpx.get(self.api + path, params=params, headers=self.headers, timeout=5)
         r.raise_for_status()
         return r.json()
 
@@ -138,6 +149,18 @@ dids = {{ {dids} }}
     )
 
 
+def admin_token(cfg: Path) -> str:
+    """An API token for ``admin`` (made by the server on first start), from ``helpline user token``
+    against the same configuration, as an operator would get one."""
+    result = subprocess.run(
+        [sys.executable, "-m", "helpline", "user", "token", "admin", "--days", "1", "--config", str(cfg)],
+        capture_output=True, text=True, cwd=REPO, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(f"helpline user token failed: {result.stderr}")
+    return result.stdout.strip()
+
+
 def start_server(tmp: Path, *, sip_port: int = 5070, http_port: int = 8090, extra: str = "",
                  env: dict[str, str] | None = None, flows_dir: Path = WIRE_FLOWS,
                  agent_port: int | None = None) -> RunningServer:
@@ -160,6 +183,7 @@ def start_server(tmp: Path, *, sip_port: int = 5070, http_port: int = 8090, extr
             raise AssertionError(f"helpline serve exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
             if httpx.get(server.api + "/healthz", timeout=1).status_code == 200:
+                server.token = admin_token(cfg)
                 return server
         except httpx.HTTPError:
             pass

@@ -1,0 +1,182 @@
+"""``helpline recordings``: verify (offline), export, sweep, erase, hold and release.
+
+Everything but ``verify`` works on the configured store and storage, like the service does, and is
+audited with the actor ``cli:<os user>``. ``verify`` needs only the files and the public key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from helpline.cli_support import EXIT_REFUSED, Refused, cli_actor, run_on_store
+from helpline.config import Settings
+from helpline.recording.library import LibraryError, RecordingLibrary
+from helpline.recording.retention import RetentionReport, erase_phone, sweep
+from helpline.recording.setup import RecordingLayout, open_library
+from helpline.recording.verify_cli import add_verify_command
+from helpline.store import Store
+from helpline.store.recordings import RecordingFilters
+
+EXPORT_PAGE = 200
+
+
+def add_recording_commands(subparsers: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+    group = subparsers.add_parser("recordings", help="verify, export, sweep and erase call recordings")
+    commands = group.add_subparsers(dest="recordings_command", required=True)
+    add_verify_command(commands, with_config)
+
+    export = with_config(commands.add_parser(
+        "export", help="write a zip of WAV + metadata + manifests + consent evidence that verify accepts"))
+    export.add_argument("--out", type=Path, required=True, metavar="ZIP")
+    export.add_argument("--id", dest="ids", action="append", default=[], metavar="RECORDING_ID")
+    export.add_argument("--call-id")
+    export.add_argument("--caller", help="E.164 number")
+    export.add_argument("--agent")
+    export.add_argument("--queue")
+    export.add_argument("--since", type=_utc, help="ISO 8601 time")
+    export.add_argument("--until", type=_utc, help="ISO 8601 time")
+    export.add_argument("--all", action="store_true", help="every recording whose media still exists")
+    export.set_defaults(func=_command(cmd_export))
+
+    sweeper = with_config(commands.add_parser(
+        "sweep", help="delete expired recordings now (what no legal hold or retention floor keeps)"))
+    sweeper.add_argument("--json", action="store_true")
+    sweeper.set_defaults(func=_command(cmd_sweep))
+
+    erase = with_config(commands.add_parser(
+        "erase", help="a data subject's erasure request: delete the recordings of a phone number"))
+    erase.add_argument("--phone", required=True, help="E.164 number")
+    erase.add_argument("--json", action="store_true")
+    erase.set_defaults(func=_command(cmd_erase))
+
+    hold = with_config(commands.add_parser("hold", help="put a recording under legal hold"))
+    hold.add_argument("recording_id")
+    hold.add_argument("--reason", required=True)
+    hold.set_defaults(func=_command(cmd_hold))
+
+    release = with_config(commands.add_parser("release", help="release a recording's legal hold"))
+    release.add_argument("recording_id")
+    release.set_defaults(func=_command(cmd_release))
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _command(work: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return work(args)
+        except (Refused, LibraryError) as exc:
+            field = getattr(exc, "field", None)
+            message = getattr(exc, "message", str(exc))
+            print(f"helpline: {field}: {message}" if field else f"helpline: {message}", file=sys.stderr)
+            return EXIT_REFUSED
+
+    return run
+
+
+async def _library(store: Store, settings: Settings) -> RecordingLibrary:
+    layout = RecordingLayout.of(settings.data_dir, settings.recording)
+    return await asyncio.to_thread(open_library, store, layout, settings.recording)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    async def work(store: Store, settings: Settings) -> tuple[Path, list[str]]:
+        library = await _library(store, settings)
+        ids = list(args.ids)
+        if not ids:
+            filters = RecordingFilters(call_id=args.call_id, caller=args.caller, agent=args.agent,
+                                       queue=args.queue, since=args.since, until=args.until)
+            if filters == RecordingFilters() and not args.all:
+                raise Refused("--all", "name recordings (--id, --call-id, --caller, ...) or pass --all")
+            cursor: str | None = None
+            while True:
+                page = await store.recordings.search(filters, limit=EXPORT_PAGE, cursor=cursor)
+                ids += [r.id for r in page.items if r.status in ("stored", "recovered")]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        if not ids:
+            raise Refused(None, "no stored recording matches")
+        out = await library.export(ids, args.out)
+        await store.audit.append("export", actor=cli_actor(), target_type="recording",
+                                 target_id=ids[0] if len(ids) == 1 else None,
+                                 detail={"recordings": ids, "file": str(out)})
+        return out, ids
+
+    out, ids = run_on_store(args, work)
+    print(f"exported {len(ids)} recording(s) to {out}")
+    return 0
+
+
+def _print_report(report: RetentionReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return
+    for recording_id in report.deleted:
+        print(f"deleted {recording_id}")
+    for kept in report.kept:
+        until = f" until {kept.until}" if kept.until else ""
+        print(f"kept    {kept.recording_id}: {kept.reason}{until}")
+    for failed in report.failed:
+        print(f"FAILED  {failed.recording_id}: {failed.reason}")
+    for note in report.notes:
+        print(f"note: {note}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    async def work(store: Store, settings: Settings) -> RetentionReport:
+        library = await _library(store, settings)
+        report = await sweep(store, library, actor=cli_actor())
+        await store.audit.append("retention_sweep", actor=cli_actor(), detail=report.as_dict())
+        return report
+
+    report = run_on_store(args, work)
+    _print_report(report, args.json)
+    return 1 if report.failed else 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    async def work(store: Store, settings: Settings) -> RetentionReport:
+        library = await _library(store, settings)
+        report = await erase_phone(store, library, args.phone, actor=cli_actor())
+        await store.audit.append("erase", actor=cli_actor(), target_type="phone", target_id=None,
+                                 detail=report.as_dict())
+        return report
+
+    report = run_on_store(args, work)
+    _print_report(report, args.json)
+    return 1 if report.failed else 0
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    async def work(store: Store, settings: Settings) -> None:
+        library = await _library(store, settings)
+        await library.hold(args.recording_id, cli_actor(), args.reason)
+        await store.audit.append("hold", actor=cli_actor(), target_type="recording",
+                                 target_id=args.recording_id, detail={"reason": args.reason})
+
+    run_on_store(args, work)
+    print(f"{args.recording_id} is under legal hold")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    async def work(store: Store, settings: Settings) -> None:
+        library = await _library(store, settings)
+        await library.release(args.recording_id, cli_actor())
+        await store.audit.append("release", actor=cli_actor(), target_type="recording",
+                                 target_id=args.recording_id)
+
+    run_on_store(args, work)
+    print(f"{args.recording_id}: legal hold released")
+    return 0

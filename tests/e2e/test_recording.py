@@ -1,0 +1,385 @@
+"""Call recording end to end over the wire: consent, stereo, sensitive pauses, declines, crash recovery,
+tampering, and a reviewer in a real browser.
+
+One ``helpline serve`` for the module (ports 5500/5510/8150) with baresip and pjsua2 agents; the crash
+test runs its own server (5520/5530/8151) because it kills it. Callers: SIPp streaming a 440 Hz tone
+(``rtp_stream``), pjsua2 pressing keys, and our RTP probe phone (tones, in-band and RFC 4733 digits).
+Audio is checked by tone detection on the stored file as the API serves it; nothing is taken on trust
+from the server's own events.
+
+The lines used (see ``tests/wire_flows``): +18005550109 asks for consent with keys (caller's rule:
+consent), +18005550110 records the IVR with a sensitive card entry, +18005550111 records the IVR while
+the caller waits, +18005550112 plays a notice then queues; the three last are notify-only lines, and
+callers come from Texas (+1214...), a one-party state, as does the site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from helpline.recording.audio import find_dtmf
+from helpline.voice.tones import dominant_tone
+from tests.e2e.queue_support import QueueFloor, api_client, make_agent, presence, wait_agent
+from tests.e2e.server import REPO, RunningServer, start_server
+from tests.sbc_bridge.agents.baresip_agent import BaresipAgent
+from tests.support.pjsua_caller import run_pjsua_call
+from tests.support.rtp_probe import RtpProbe, sine_pcm16
+from tests.support.sip_uac import SipUac
+from tests.support.sipp import require_binary, run_sipp
+
+FLOOR = QueueFloor(sip_port=5500, agent_port=5510, http_port=8150)
+CRASH = QueueFloor(sip_port=5520, agent_port=5530, http_port=8151)
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+ASK, PAYMENT, WAITING, NOTICE_QUEUE = "+18005550109", "+18005550110", "+18005550111", "+18005550112"
+TEXAN = "+12145550123"
+CALLER_HZ, AGENT_HZ = 440.0, 1000.0
+PROBE_HZ = 697.0
+PROBE_PCM = sine_pcm16([PROBE_HZ], 1.0)
+TONES = (CALLER_HZ, AGENT_HZ, PROBE_HZ, 523.0, 587.0)
+CONFIG = """
+[recording]
+site = "US-TX"
+segment_seconds = 1.0
+[recording.dids."+18005550110"]
+mode = "notify"
+include_ivr = true
+[recording.dids."+18005550111"]
+mode = "notify"
+include_ivr = true
+[recording.dids."+18005550112"]
+mode = "notify"
+[queues.support]
+ring_timeout_s = 6
+wrapup_s = 1
+"""
+ENV = {"HELPLINE_AGENTS__MIN_EXPIRES": "10", "HELPLINE_AGENTS__DIGEST_ALGORITHMS": '["MD5"]'}
+DTMF_FREQS = {"1": (697.0, 1209.0), "4": (770.0, 1209.0), "5": (770.0, 1336.0)}
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    require_binary("sipp")
+    require_binary("baresip")
+    yield from FLOOR.serve(tmp_path_factory.mktemp("recording"), CONFIG, ENV)
+
+
+@pytest.fixture
+async def api(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in api_client(server):
+        yield client
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+async def recordings_of(api: httpx.AsyncClient, call_id: str, *, timeout: float = 20.0,
+                        statuses: tuple[str, ...] = ("stored", "recovered")) -> list[dict[str, Any]]:
+    """The call's recordings once sealed (the API's search by call id)."""
+    deadline = time.monotonic() + timeout
+    items: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        r = await api.get("/api/recordings", params={"call_id": call_id})
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        if items and all(i["status"] in statuses for i in items):
+            return items
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"recording of {call_id} not sealed in {timeout} s: {items}")
+
+
+async def download(api: httpx.AsyncClient, recording_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The stored recording as the API hands it out: (left, right) int16 channels at 8 kHz."""
+    r = await api.get(f"/api/recordings/{recording_id}/download")
+    assert r.status_code == 200, r.text
+    with wave.open(io.BytesIO(r.content)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+    return frames[:, 0].copy(), frames[:, 1].copy()
+
+
+def tone_share(channel: np.ndarray, hz: float, *, window_s: float = 0.2, start_s: float = 0.0,
+               end_s: float | None = None) -> float:
+    """Share of the windows in [start, end) whose dominant tone (of TONES) is ``hz``."""
+    step = int(window_s * 8000)
+    first, last = int(start_s * 8000), len(channel) if end_s is None else int(end_s * 8000)
+    hits = total = 0
+    for at in range(first, last - step + 1, step):
+        total += 1
+        if dominant_tone(channel[at:at + step].tobytes(), 8000, TONES) == hz:
+            hits += 1
+    return hits / total if total else 0.0
+
+
+async def call_detail(server: RunningServer, call_id: str) -> dict[str, Any]:
+    detail: dict[str, Any] = await asyncio.to_thread(server.get, f"/api/calls/{call_id}")
+    return detail
+
+
+async def wait_call_of(server: RunningServer, *, caller: str, since: datetime, timeout: float = 20.0
+                       ) -> dict[str, Any]:
+    """The newest ended call from ``caller`` that started after ``since``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        calls = await asyncio.to_thread(server.calls, caller=caller)
+        for call in calls:
+            started = datetime.fromisoformat(call["started_at"].replace("Z", "+00:00"))
+            if started >= since and call["ended_at"]:
+                return dict(call)
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no ended call from {caller} since {since}")
+
+
+def event_types(detail: dict[str, Any]) -> list[str]:
+    return [e["type"] for e in detail.get("events", [])]
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def dtmf_pcm(digit: str, seconds: float = 0.12) -> bytes:
+    low, high = DTMF_FREQS[digit]
+    return sine_pcm16([low, high], seconds)
+
+
+# ---- stereo -------------------------------------------------------------------------------------------
+async def test_a_recorded_call_has_the_caller_left_and_the_agent_right(
+    server: RunningServer, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """SIPp streams 440 Hz, a baresip agent sends 1000 Hz: the stored file has 440 Hz on the left
+    and 1000 Hz on the right, aligned, for as long as the two talked."""
+    extension, password = await make_agent(api, "5101")
+    tone = tmp_path / "tone440.wav"
+    await asyncio.to_thread(subprocess.run, ["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(tone),
+                                             "synth", "30", "sine", str(CALLER_HZ)], check=True, timeout=30)
+    # SIPp reads rtp_stream files and pause lengths when it loads the scenario, before keys exist
+    scenario = tmp_path / "caller.xml"
+    scenario.write_text((SCENARIOS / "recorded_caller_tone.xml").read_text()
+                        .replace("[tone_file]", str(tone)).replace("[talk_ms]", "7000"))
+    async with BaresipAgent(registrar=("127.0.0.1", FLOOR.agent_port), extension=extension,
+                            password=password, tone_hz=int(AGENT_HZ), workdir=tmp_path / "baresip"):
+        await wait_agent(api, extension, reachable=True)
+        await presence(api, extension, "ready")
+        since = datetime.now(UTC)
+        result = await run_sipp(
+            scenario, ("127.0.0.1", FLOOR.sip_port), service=NOTICE_QUEUE,
+            keys={"caller": TEXAN}, timeout_s=30, wait_s=45,
+        )
+        assert result.returncode == 0, result.explain()
+    call = await wait_call_of(server, caller=TEXAN, since=since)
+    detail = await call_detail(server, call["id"])
+    types = event_types(detail)
+    assert "recording.consent" in types and "recording.started" in types and "queue.connected" in types
+    (rec,) = await recordings_of(api, call["id"])
+    assert rec["channels"][0]["role"] == "caller" and rec["channels"][1]["role"] == "agent"
+    assert rec["agent"] == extension and rec["consent_outcome"] == "granted"
+    left, right = await download(api, rec["id"])
+    seconds = len(left) / 8000
+    connected = next(e for e in detail["events"] if e["type"] == "queue.connected")["at"]
+    talked = (datetime.fromisoformat(call["ended_at"].replace("Z", "+00:00"))
+              - datetime.fromisoformat(connected.replace("Z", "+00:00"))).total_seconds()
+    assert abs(seconds - talked) < 0.8, (seconds, talked)  # recording starts when the agent answers
+    assert seconds > 3.0
+    # Skip the first half second (jitter buffers priming, baresip's tone ramp) and the last one.
+    assert tone_share(left, CALLER_HZ, start_s=0.5, end_s=seconds - 0.5) > 0.9
+    assert tone_share(right, AGENT_HZ, start_s=0.5, end_s=seconds - 0.5) > 0.9
+    assert tone_share(left, AGENT_HZ) < 0.05 and tone_share(right, CALLER_HZ) < 0.05  # no cross-talk
+    integrity = (await api.get(f"/api/recordings/{rec['id']}/integrity")).json()
+    assert integrity["status"] == "verified", integrity
+
+
+# ---- decline ------------------------------------------------------------------------------------------
+async def test_a_declined_consent_leaves_nothing_under_the_data_dir(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """A pjsua2 caller presses 2 at the consent prompt: no file, segment, row or job exists for the
+    call anywhere under the data dir; the decision itself is stored as evidence."""
+    before = files_under(server.data_dir)
+    since = datetime.now(UTC)
+    result = await asyncio.to_thread(run_pjsua_call, f"sip:{ASK}@127.0.0.1:{FLOOR.sip_port}", [
+        {"op": "wait_answer", "timeout": 5},
+        {"op": "sleep", "ms": 700},
+        {"op": "dtmf", "digits": "2", "method": "rfc2833"},
+        {"op": "wait_remote_hangup", "timeout": 10},  # declined, queue closed (no agents): goodbye
+    ], timeout=30)
+    assert not result["errors"], result
+    calls = await asyncio.to_thread(server.calls)
+    call = next(c for c in calls if datetime.fromisoformat(c["started_at"].replace("Z", "+00:00")) >= since)
+    detail = await call_detail(server, call["id"])
+    consent = [e for e in detail["events"] if e["type"] == "recording.consent"]
+    assert [c["data"]["outcome"] for c in consent] == ["denied"], consent
+    assert "recording.started" not in event_types(detail)
+    await asyncio.sleep(1.5)  # anything a late writer would have made has had time to appear
+    new = {p for p in files_under(server.data_dir) - before
+           if "prompt-cache" not in p.parts and not p.name.startswith("helpline.db")}
+    assert new == set(), new
+    r = await api.get("/api/recordings", params={"call_id": call["id"]})
+    assert r.json()["items"] == []
+    spool = server.data_dir / "spool"
+    assert not spool.exists() or not any(spool.iterdir())
+
+
+# ---- sensitive node -----------------------------------------------------------------------------------
+async def test_keys_in_a_sensitive_node_reach_no_file_and_no_log(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """The probe caller keys a card number (RFC 4733 events and in-band tones together, as many phones
+    do) in a sensitive node while the IVR is recorded, then keys once more outside it: a Goertzel
+    scan of both stored channels finds no DTMF, the paused span is marked, the caller's voice is
+    there outside it, and no log line or event holds the digits."""
+    card = "411111"
+    since = datetime.now(UTC)
+    async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+        call = await FLOOR.call_in(uac, probe, PAYMENT, caller=TEXAN)
+        await asyncio.sleep(1.5)  # the notice (200 ms), recording starts, the card prompt
+        await probe.stop_audio()
+        for digit in card:
+            await asyncio.gather(probe.send_dtmf(digit, duration_ms=120), probe.send_pcm(dtmf_pcm(digit)))
+            await probe.send_silence(0.1)
+        probe.start_audio(PROBE_PCM)
+        await asyncio.sleep(2.0)
+        await probe.stop_audio()
+        await probe.send_pcm(dtmf_pcm("5"))  # outside the sensitive node: scrubbed all the same
+        probe.start_audio(PROBE_PCM)
+        await asyncio.sleep(2.5)
+        assert await call.bye() == 200
+    ended = await wait_call_of(server, caller=TEXAN, since=since)
+    detail = await call_detail(server, ended["id"])
+    paused = [e for e in detail["events"] if e["type"] == "recording.paused"]
+    assert [p["data"]["reason"] for p in paused] == ["sensitive"], paused
+    (rec,) = await recordings_of(api, ended["id"])
+    spans = [o for o in rec["overlays"] if o.get("kind") == "pause"]
+    assert spans and spans[0]["reason"] == "sensitive", rec["overlays"]
+    left, right = await download(api, rec["id"])
+    assert find_dtmf(left.tobytes()) == [] and find_dtmf(right.tobytes()) == []
+    seconds = len(left) / 8000
+    assert tone_share(left, PROBE_HZ, start_s=seconds - 2.3, end_s=seconds - 0.3) > 0.7  # voice is kept
+    pause_end = spans[0]["end"] * 0.02
+    assert tone_share(left, PROBE_HZ, start_s=spans[0]["start"] * 0.02, end_s=pause_end) == 0.0
+    log_text = server.log_path.read_text()
+    assert card not in log_text and card not in json.dumps(detail)
+    digits = [e["data"]["digit"] for e in detail["events"] if e["type"] == "dtmf.received"]
+    assert digits and set(digits) == {"*"}, digits
+
+
+# ---- crash recovery -----------------------------------------------------------------------------------
+async def test_kill_9_during_20_recordings_then_restart_recovers_every_one(tmp_path: Path) -> None:
+    """20 recorded calls, the server is SIGKILLed, started again: recovery seals every recording, each
+    file plays and lost at most 2 s against the time it ran."""
+    require_binary("sipp")
+    srv = start_server(tmp_path, sip_port=CRASH.sip_port, http_port=CRASH.http_port, extra=CONFIG,
+                       agent_port=CRASH.agent_port, env=ENV)
+    uac = await SipUac.open()
+    probes = [await RtpProbe.open() for _ in range(20)]
+    try:
+        callers = [f"+1214555{1000 + n:04d}" for n in range(20)]
+        calls = await asyncio.gather(*(
+            uac.invite(f"sip:{WAITING}@127.0.0.1:{CRASH.sip_port}", _offer(p), caller=c)
+            for p, c in zip(probes, callers, strict=True)
+        ))
+        for probe, call in zip(probes, calls, strict=True):
+            assert call.status == 200 and call.media is not None
+            probe.use_answer(call.media)
+            probe.start_audio(PROBE_PCM)
+        async with httpx.AsyncClient(base_url=srv.api, headers=srv.headers, timeout=5) as api:
+            deadline = time.monotonic() + 20
+            live: list[dict[str, Any]] = []
+            while time.monotonic() < deadline:
+                live = (await api.get("/api/recordings", params={"status": "recording", "limit": 50})
+                        ).json()["items"]
+                if len(live) == 20:
+                    break
+                await asyncio.sleep(0.3)
+            assert len(live) == 20, live
+        await asyncio.sleep(4.0)
+        srv.proc.send_signal(signal.SIGKILL)
+        killed_at = datetime.now(UTC)
+        srv.proc.wait(timeout=10)
+    finally:
+        for probe in probes:
+            probe.close()
+        uac.close()
+    srv2 = start_server(tmp_path, sip_port=CRASH.sip_port, http_port=CRASH.http_port, extra=CONFIG,
+                        agent_port=CRASH.agent_port, env=ENV)
+    try:
+        async with httpx.AsyncClient(base_url=srv2.api, headers=srv2.headers, timeout=10) as api:
+            found = await api.get("/api/recordings", params={"status": "recovered", "limit": 50})
+            rows = found.json()["items"]
+            assert len(rows) == 20, [r["status"] for r in rows]
+            for row in rows:
+                started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+                ran = (killed_at - started).total_seconds()
+                left, _right = await download(api, row["id"])
+                kept = len(left) / 8000
+                assert ran - 2.0 <= kept <= ran + 0.5, (row["id"], ran, kept)
+                assert tone_share(left, PROBE_HZ, start_s=0.5, end_s=kept - 0.5) > 0.8
+                integrity = (await api.get(f"/api/recordings/{row['id']}/integrity")).json()
+                assert integrity["status"] == "verified", integrity
+        assert not any((srv2.data_dir / "spool").iterdir())
+        verify = _verify_cli(tmp_path / "helpline.toml")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        _tamper_and_verify(tmp_path / "helpline.toml", srv2.data_dir / "recordings", rows)
+    finally:
+        assert srv2.stop() == 0
+
+
+def _offer(probe: RtpProbe) -> str:
+    from tests.support.rtp_probe import make_sdp_offer
+
+    return make_sdp_offer(probe.local_port)
+
+
+def _verify_cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "helpline", "recordings", "verify", "--all", "--config", str(cfg), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def _recording_dir(root: Path, recording_id: str) -> Path:
+    (found,) = [p for p in root.glob(f"*/*/*/{recording_id}") if p.is_dir()]
+    return found
+
+
+def _tamper_and_verify(cfg: Path, root: Path, rows: list[dict[str, Any]]) -> None:
+    """Flip one byte of one recording, delete a second, edit a third's manifest: ``verify`` names each."""
+    flipped, deleted, edited = rows[0]["id"], rows[1]["id"], rows[2]["id"]
+    audio = _recording_dir(root, flipped) / "audio.wav"
+    os.chmod(audio, 0o640)
+    data = bytearray(audio.read_bytes())
+    data[44 + 640 * 60 + 3] ^= 0x01  # a sample in the second segment
+    audio.write_bytes(bytes(data))
+    import shutil
+
+    shutil.rmtree(_recording_dir(root, deleted))
+    manifest = _recording_dir(root, edited) / "manifest.json"
+    os.chmod(manifest, 0o640)
+    doc = json.loads(manifest.read_text())
+    doc["call_id"] = "0" * 32
+    manifest.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    result = _verify_cli(cfg)
+    report = result.stdout + result.stderr
+    assert result.returncode == 1, report
+    assert re.search(rf"{flipped}.*segment", report), report
+    assert re.search(rf"{deleted}.*(missing)", report), report
+    assert re.search(rf"{edited}.*(signature|manifest)", report), report
+    for row in rows[3:]:
+        assert not re.search(rf"FAIL\s+{row['id']}", report), report
