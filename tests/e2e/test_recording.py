@@ -383,3 +383,116 @@ def _tamper_and_verify(cfg: Path, root: Path, rows: list[dict[str, Any]]) -> Non
     assert re.search(rf"{edited}.*(signature|manifest)", report), report
     for row in rows[3:]:
         assert not re.search(rf"FAIL\s+{row['id']}", report), report
+
+
+# ---- people and the reviewer ----------------------------------------------------------------------
+def _cli(server: RunningServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    cfg = server.data_dir.parent / "helpline.toml"
+    return subprocess.run(
+        [sys.executable, "-m", "helpline", *args, "--config", str(cfg)], input=stdin, capture_output=True,
+        text=True, cwd=REPO, timeout=60,
+    )
+
+
+async def _user(server: RunningServer, name: str, role: str, password: str, *extra: str) -> None:
+    result = await asyncio.to_thread(_cli, server, "user", "add", name, "--role", role, "--password-stdin",
+                                     *extra, stdin=password + "\n")
+    assert result.returncode == 0, result.stderr
+
+
+async def _record_ivr_call(server: RunningServer, api: httpx.AsyncClient, caller: str, seconds: float
+                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A probe caller on the recorded waiting line for ``seconds``; returns (CDR, recording)."""
+    since = datetime.now(UTC)
+    async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+        call = await FLOOR.call_in(uac, probe, WAITING, caller=caller)
+        await asyncio.sleep(seconds)
+        assert await call.bye() == 200
+    ended = await wait_call_of(server, caller=caller, since=since)
+    (rec,) = await recordings_of(api, ended["id"])
+    return ended, rec
+
+
+async def test_an_agent_may_not_list_or_play_and_a_reviewer_plays_in_chromium_with_the_play_audited(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """Real users made with the CLI: an agent gets 403 on the list and on play (each refusal audited);
+    a compliance reviewer signs in in headless Chromium, finds the call by its caller, sees the
+    integrity badge, plays it, and the audit log holds exactly one play of it with its time range."""
+    from playwright.async_api import expect
+
+    from tests.support.browser import WAIT_MS, chromium, sign_in
+
+    caller = "+12145550777"
+    _call, rec = await _record_ivr_call(server, api, caller, 4.0)
+    await _user(server, "alice", "agent", "alice-password-1")
+    await _user(server, "carol", "compliance", "carol-password-1")
+    async with httpx.AsyncClient(base_url=server.api, timeout=5) as http:
+        signed = await http.post("/api/session", json={"username": "alice", "password": "alice-password-1",
+                                                       "kind": "api"})
+        assert signed.status_code == 200, signed.text
+        agent = {"Authorization": f"Bearer {signed.json()['token']}"}
+        assert (await http.get("/api/recordings", headers=agent)).status_code == 403
+        played = await http.post(f"/api/recordings/{rec['id']}/play", json={"start": 0, "end": 2},
+                                 headers=agent)
+        assert played.status_code == 403
+        assert (await http.get(f"/api/recordings/{rec['id']}/download", headers=agent)).status_code == 403
+
+    async with chromium() as browser:
+        page = await browser.new_page()
+        page.set_default_timeout(WAIT_MS)
+        await sign_in(page, server.api, "carol", "carol-password-1")
+        await page.fill("input[name=caller]", caller)
+        await page.click("#search")
+        rows = page.locator("#results tbody tr")
+        await expect(rows).to_have_count(1)
+        await rows.first.locator("a.open").click()
+        await page.wait_for_url(f"**/ui/recordings/{rec['id']}")
+        await expect(page.locator("#integrity")).to_have_attribute("data-status", "verified")
+        await expect(page.locator("#waveform")).to_have_attribute("data-drawn", "true")
+        await page.click("#play")
+        await page.wait_for_function("() => document.getElementById('audio').currentTime > 1",
+                                     timeout=WAIT_MS)
+        await page.click("#play")
+        await page.wait_for_function("() => document.getElementById('audio').paused", timeout=WAIT_MS)
+
+    audit = (await api.get("/api/audit", params={"target_id": rec["id"]})).json()["items"]
+    plays = [a for a in audit if a["action"] == "play" and a["outcome"] == "ok"]
+    assert len(plays) == 1, audit
+    assert plays[0]["actor"] == "carol" and plays[0]["detail"]["start"] == 0
+    assert plays[0]["detail"]["end"] == pytest.approx(rec["duration_s"], abs=0.05)
+    refused = (await api.get("/api/audit", params={"actor": "alice"})).json()["items"]
+    denied = [a for a in refused if a["outcome"] == "denied"]
+    assert len(denied) == 3, refused  # the list, the play and the download
+
+
+# ---- withdrawal ---------------------------------------------------------------------------------------
+async def test_a_caller_who_withdraws_consent_mid_call_is_not_recorded_afterwards(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """On the recorded waiting line the caller keys *7 after 3 s, then keeps talking: nothing after the
+    withdrawal is stored (the policy records nothing once consent is gone), the decision is evidence,
+    and the recording up to it is kept and verifies."""
+    caller = "+12145550888"
+    since = datetime.now(UTC)
+    async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+        call = await FLOOR.call_in(uac, probe, WAITING, caller=caller)
+        await asyncio.sleep(3.0)
+        await probe.send_dtmf("*", duration_ms=100)
+        await probe.send_dtmf("7", duration_ms=100)
+        await asyncio.sleep(3.0)  # still sending the tone: it must not be stored
+        assert await call.bye() == 200
+    ended = await wait_call_of(server, caller=caller, since=since)
+    detail = await call_detail(server, ended["id"])
+    withdrawn = [e for e in detail["events"] if e["type"] == "recording.withdrawn"]
+    assert len(withdrawn) == 1, event_types(detail)
+    (rec,) = await recordings_of(api, ended["id"])
+    left, right = await download(api, rec["id"])
+    cut = withdrawn[0]["data"]["frame"] * 0.02
+    seconds = len(left) / 8000
+    assert 2.0 < cut < seconds, (cut, seconds)
+    assert tone_share(left, PROBE_HZ, start_s=0.5, end_s=cut - 0.3) > 0.8  # before: the caller is there
+    after = slice(int((cut + 0.1) * 8000), None)
+    assert not left[after].any() and not right[after].any()  # after: nothing but zeros
+    outcomes = [c["outcome"] for c in (await api.get(f"/api/recordings/{rec['id']}")).json()["consent"]]
+    assert outcomes == ["granted", "withdrawn"], outcomes

@@ -11,25 +11,19 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import ConsoleMessage, Page, Response, async_playwright, expect
+from playwright.async_api import ConsoleMessage, Page, Response, expect
 from prometheus_client import CollectorRegistry
 
 from helpline.events import EventBus
 from helpline.store import Store, upgrade
 from helpline.web import create_app
 from helpline.web.auth import hash_password
+from tests.support.browser import WAIT_MS, chromium, sign_in
 from tests.web.http_support import serve
 from tests.web.recording_fixture import make_archive
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]  # fmt: skip
 PASSWORD = "correct horse battery"
 CALLER = "+15551230077"
-WAIT_MS = 15_000
 
 
 @pytest.fixture
@@ -82,9 +76,8 @@ async def test_a_compliance_reviewer_signs_in_searches_plays_and_the_play_is_aud
         if response.status >= 400:
             failed_requests.append((response.status, urlsplit(response.url).path))
 
-    async with serve(app) as base, async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
+    async with serve(app) as base:
+        async with chromium() as browser:
             page = await browser.new_page()
             page.set_default_timeout(WAIT_MS)
             page.on("console", on_console)
@@ -92,12 +85,7 @@ async def test_a_compliance_reviewer_signs_in_searches_plays_and_the_play_is_aud
             page.on("response", on_response)
 
             # Not signed in: the search page sends us to sign in, then back.
-            await page.goto(base + "/")
-            await page.wait_for_url("**/ui/login.html?next=*")
-            await page.fill("#username", "carol")
-            await page.fill("#password", PASSWORD)
-            await page.click("#sign-in")
-            await page.wait_for_url("**/ui/recordings.html")
+            await sign_in(page, base, "carol", PASSWORD)
 
             await page.fill("input[name=caller]", CALLER)
             await page.click("#search")
@@ -139,8 +127,6 @@ async def test_a_compliance_reviewer_signs_in_searches_plays_and_the_play_is_aud
             await page.wait_for_function(
                 f"() => document.getElementById('audio').currentTime >= {stopped_at + 4.9}", timeout=WAIT_MS
             )
-        finally:
-            await browser.close()
 
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             r = await http.post("/api/session", json={"username": "carol", "password": PASSWORD})
