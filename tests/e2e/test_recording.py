@@ -36,7 +36,7 @@ import pytest
 
 from helpline.recording.audio import find_dtmf
 from helpline.voice.tones import dominant_tone
-from tests.e2e.queue_support import QueueFloor, api_client, make_agent, presence, wait_agent
+from tests.e2e.queue_support import QueueFloor, api_client, make_agent, presence, state_is, wait_agent
 from tests.e2e.server import REPO, RunningServer, start_server
 from tests.sbc_bridge.agents.baresip_agent import BaresipAgent
 from tests.support.pjsua_caller import run_pjsua_call
@@ -52,6 +52,7 @@ TEXAN = "+12145550123"
 CALLER_HZ, AGENT_HZ = 440.0, 1000.0
 PROBE_HZ = 697.0
 PROBE_PCM = sine_pcm16([PROBE_HZ], 1.0)
+HOLD_HZ = 440.0  # the queue's hold tone (the caller's SIPp tone elsewhere; never in the same call)
 TONES = (CALLER_HZ, AGENT_HZ, PROBE_HZ, 523.0, 587.0)
 CONFIG = """
 [recording]
@@ -66,6 +67,9 @@ include_ivr = true
 [recording.dids."+18005550112"]
 mode = "notify"
 [queues.support]
+ring_timeout_s = 6
+wrapup_s = 1
+[queues.billing]
 ring_timeout_s = 6
 wrapup_s = 1
 """
@@ -496,3 +500,60 @@ async def test_a_caller_who_withdraws_consent_mid_call_is_not_recorded_afterward
     assert not left[after].any() and not right[after].any()  # after: nothing but zeros
     outcomes = [c["outcome"] for c in (await api.get(f"/api/recordings/{rec['id']}")).json()["consent"]]
     assert outcomes == ["granted", "withdrawn"], outcomes
+
+
+# ---- hold and transfer --------------------------------------------------------------------------------
+def _marks(rec: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [o for o in rec["overlays"] if o.get("kind") == kind and "frame" in o]
+
+
+async def test_hold_and_a_transfer_to_a_second_agent_stay_in_one_recording(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """pjsua2 agent A answers (echoing the caller), holds, resumes and transfers the caller to the
+    billing queue, where agent B answers: one recording covers all of it, with marks for both agents,
+    the hold and the transfer, and the caller's echo on the agent channel from each agent in turn."""
+    first_ext, first_pw = await make_agent(api, "5201")
+    second_ext, second_pw = await make_agent(api, "5202", queues=("billing",))
+    caller = "+12145550999"
+    since = datetime.now(UTC)
+    first = await FLOOR.staffed_pjsua(api, first_ext, first_pw, echo=True)
+    second = await FLOOR.staffed_pjsua(api, second_ext, second_pw, echo=True)
+    try:
+        async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+            call = await FLOOR.call_in(uac, probe, NOTICE_QUEUE, caller=caller)
+            probe.start_audio(PROBE_PCM)
+            await first.wait_event(state_is("CONFIRMED"), 10)
+            await asyncio.sleep(2.0)
+            first.command("hold")
+            await wait_agent(api, first_ext, activity="held")
+            await asyncio.sleep(2.0)
+            first.command("unhold")
+            await wait_agent(api, first_ext, activity="connected")
+            await asyncio.sleep(1.5)
+            first.command("transfer", target=f"sip:queue-billing@127.0.0.1:{FLOOR.agent_port}")
+            await second.wait_event(state_is("CONFIRMED"), 15)
+            await asyncio.sleep(2.5)
+            assert await call.bye() == 200
+    finally:
+        await first.stop()
+        await second.stop()
+    ended = await wait_call_of(server, caller=caller, since=since)
+    (rec,) = await recordings_of(api, ended["id"])
+    assert [a["agent"] for a in rec["agents"]] == [first_ext, second_ext], rec["agents"]
+    agents = [m["data"].get("extension") for m in _marks(rec, "agent")]
+    assert agents[-1] == second_ext, rec["overlays"]
+    holds = [m["data"]["held"] for m in _marks(rec, "hold")]
+    assert holds == [True, False], rec["overlays"]
+    (transfer,) = _marks(rec, "transfer")
+    assert transfer["data"]["queue"] == "billing"
+    left, right = await download(api, rec["id"])
+    held_at, resumed_at = (m["frame"] * 0.02 for m in _marks(rec, "hold"))
+    second_at = _marks(rec, "agent")[-1]["frame"] * 0.02
+    seconds = len(left) / 8000
+    assert tone_share(left, PROBE_HZ, start_s=0.5, end_s=seconds - 0.3) > 0.85  # the caller throughout
+    assert tone_share(right, PROBE_HZ, start_s=0.5, end_s=held_at - 0.2) > 0.7  # agent A's echo
+    # on hold the caller hears the hold tone (400 ms in every 4 s), never the agent
+    assert tone_share(right, HOLD_HZ, start_s=held_at + 0.1, end_s=resumed_at - 0.1) > 0
+    assert tone_share(right, PROBE_HZ, start_s=held_at + 0.3, end_s=resumed_at - 0.1) == 0
+    assert tone_share(right, PROBE_HZ, start_s=second_at + 0.6, end_s=seconds - 0.3) > 0.7  # agent B's echo
