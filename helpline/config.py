@@ -106,7 +106,7 @@ def _default_trunks() -> list[TrunkConfig]:
             country_code="1",
             national_prefix="1",
             international_prefix="011",
-            dids={"+18005550100": "demo"},
+            dids={"+18005550100": "demo", "+18005550101": "recorded_support"},
         )
     ]
 

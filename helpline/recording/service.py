@@ -44,6 +44,7 @@ from helpline.voice.prompt_spec import PromptSpec
 log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 50
+RETENTION_REFRESH_S = 30.0
 CHANNEL_MAP = (
     {"channel": 0, "side": "left", "role": "caller", "party": None,
      "source": "audio received from the caller"},
@@ -99,6 +100,7 @@ class RecordingService:
         self._calls: dict[str, CallRecording] = {}
         self._sealing: set[asyncio.Task[Any]] = set()
         self._retention: dict[str, RetentionRow] = {}
+        self._refresher: asyncio.Task[None] | None = None
         bus.subscribe(self._on_event)
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -109,14 +111,26 @@ class RecordingService:
         await self.store.retention.seed(policies, datetime.now(UTC))
         await self.reload_retention()
         await self.recover()
+        self._refresher = asyncio.create_task(self._refresh_retention(), name="retention-refresh")
 
     def _prepare_dirs(self) -> None:
         self.layout.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.layout.public_key.parent.mkdir(parents=True, exist_ok=True)
         self.signing.export_public(self.layout.public_key)
 
+    async def _refresh_retention(self) -> None:
+        """Pick up retention policies an admin changed (through the API or another process)."""
+        while True:
+            await asyncio.sleep(RETENTION_REFRESH_S)
+            try:
+                await self.reload_retention()
+            except Exception:
+                log.exception("could not reload retention policies; keeping the ones loaded before")
+
     async def close(self) -> None:
         """Wait for recordings being sealed (calls ended before shutdown), then stop the writer."""
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self._sealing:
             await asyncio.gather(*self._sealing, return_exceptions=True)
         await asyncio.to_thread(self.writer.close)

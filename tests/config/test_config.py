@@ -19,7 +19,7 @@ def test_defaults_are_the_embedded_service() -> None:
     assert s.database_url.startswith("sqlite+aiosqlite:///") and s.database_url.endswith("helpline.sqlite3")
     assert s.flows_dir.name == "flows" and (s.flows_dir / "demo.yaml").is_file()
     assert [t.name for t in s.trunks] == ["loopback"]
-    assert s.trunks[0].dids == {"+18005550100": "demo"}
+    assert s.trunks[0].dids == {"+18005550100": "demo", "+18005550101": "recorded_support"}
 
 
 def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
