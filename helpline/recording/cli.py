@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,29 +133,27 @@ def _print_report(report: RetentionReport, as_json: bool) -> None:
         print(f"note: {note}")
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _retention_command(args: argparse.Namespace, action: str,
+                       run: Callable[[Store, RecordingLibrary], Awaitable[RetentionReport]]) -> int:
+    """Run a sweep or an erasure, audit it with its report, print the report; 1 if anything failed."""
     async def work(store: Store, settings: Settings) -> RetentionReport:
-        library = await _library(store, settings)
-        report = await sweep(store, library, actor=cli_actor())
-        await store.audit.append("retention_sweep", actor=cli_actor(), detail=report.as_dict())
+        report = await run(store, await _library(store, settings))
+        await store.audit.append(action, actor=cli_actor(), detail=report.as_dict())
         return report
 
     report = run_on_store(args, work)
     _print_report(report, args.json)
     return 1 if report.failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return _retention_command(args, "retention_sweep",
+                              lambda store, library: sweep(store, library, actor=cli_actor()))
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    async def work(store: Store, settings: Settings) -> RetentionReport:
-        library = await _library(store, settings)
-        report = await erase_phone(store, library, args.phone, actor=cli_actor())
-        await store.audit.append("erase", actor=cli_actor(), target_type="phone", target_id=None,
-                                 detail=report.as_dict())
-        return report
-
-    report = run_on_store(args, work)
-    _print_report(report, args.json)
-    return 1 if report.failed else 0
+    return _retention_command(args, "erase", lambda store, library: erase_phone(
+        store, library, args.phone, actor=cli_actor()))
 
 
 def cmd_hold(args: argparse.Namespace) -> int:

@@ -6,37 +6,17 @@ import hashlib
 import json
 import sqlite3
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-HELPLINE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "helpline"
+from tests.cli.cli_support import HELPLINE, CliGroup
 
 
-@dataclass
-class Cli:
-    config: Path
-    db: Path
-
-    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(HELPLINE), "agent", *args, "--config", str(self.config)],
-            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        result = self(*args, stdin=stdin)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def refused(self, *args: str, stdin: str | None = None) -> str:
-        """stderr of a command that must be refused with status 2."""
-        result = self(*args, stdin=stdin)
-        assert result.returncode == 2, (result.stdout, result.stderr)
-        return result.stderr
+class Cli(CliGroup):
+    def __init__(self, config: Path, db: Path) -> None:
+        super().__init__("agent", config, db)
 
     def show(self, extension: str) -> dict[str, Any]:
         shown: dict[str, Any] = json.loads(self.ok("show", extension, "--json"))

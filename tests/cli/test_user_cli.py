@@ -6,8 +6,6 @@ from __future__ import annotations
 import getpass
 import json
 import sqlite3
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +15,13 @@ from prometheus_client import CollectorRegistry
 from helpline.events import EventBus
 from helpline.store import Store
 from helpline.web import create_app
+from tests.cli.cli_support import CliGroup
 from tests.web.http_support import serve
 
-HELPLINE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "helpline"
 
-
-@dataclass
-class Cli:
-    config: Path
-    db: Path
-
-    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(HELPLINE), "user", *args, "--config", str(self.config)],
-            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        result = self(*args, stdin=stdin)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+class Cli(CliGroup):
+    def __init__(self, config: Path, db: Path) -> None:
+        super().__init__("user", config, db)
 
     def audit(self) -> list[tuple[str, str, str]]:
         with sqlite3.connect(self.db) as conn:
