@@ -16,8 +16,14 @@ from helpline.recording.bundle import BundleItem, write_bundle
 from helpline.recording.crypto import DecryptingReader
 from helpline.recording.keys import SigningKey
 from helpline.recording.verify import StoreReport, verify_bundle
-from tests.recording.test_manifest import CONSENT_RECORD, FRAME_BYTES
-from tests.recording.test_verify import Sealed, Store, make_store, seal_sample
+from tests.recording.sealing_support import (
+    CONSENT_RECORD,
+    FRAME_BYTES,
+    Sealed,
+    Store,
+    make_store,
+    seal_sample,
+)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import sys
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from helpline.recording.audio import DtmfScrubber, channels, dtmf_tone, find_dtm
 from helpline.recording.capture import Capture
 from helpline.recording.spool import SegmentWriter, recover
 from helpline.voice.tones import dominant_tone
-from tests.recording.test_audio import speech_like
+from tests.recording.audio_support import speech_like
 
 RATE = 8000
 FRAME = 320  # bytes of one 20 ms mono PCM16 frame
@@ -60,7 +61,7 @@ async def writer() -> AsyncIterator[SegmentWriter]:
     await asyncio.to_thread(w.close)
 
 
-async def record_and_assemble(capture: Capture, root: Path, out: Path) -> tuple[bytes, bytes, list]:
+async def record_and_assemble(capture: Capture, root: Path, out: Path) -> tuple[bytes, bytes, list[Any]]:
     await capture.close()
     assert not capture.failed
     found = recover(root)

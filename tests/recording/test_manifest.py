@@ -1,7 +1,7 @@
 """The manifest: canonical bytes, the segment chain, signatures, and locating changes in the audio.
 
 The sample recordings here are built with the standard ``wave`` module and numpy, hashed with hashlib
-directly (not with the code under test); ``sample_recording`` is shared with the other sealing tests.
+directly (not with the code under test); They come from ``sealing_support``.
 """
 
 from __future__ import annotations
@@ -10,17 +10,13 @@ import hashlib
 import json
 import struct
 import wave
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpline.recording.keys import SigningKey
 from helpline.recording.manifest import (
-    SegmentHash,
-    build_manifest,
     canonical,
     check_audio,
     check_manifest,
@@ -28,76 +24,15 @@ from helpline.recording.manifest import (
     segment_chain,
     sign_manifest,
 )
-
-FRAME_BYTES = 640  # 20 ms: 160 samples x 2 channels x 2 bytes
-SEGMENTS = (50, 50, 50, 50, 23)  # four full seconds and a short last segment
-
-
-@dataclass
-class Sample:
-    wav: Path
-    segments: list[SegmentHash]
-    audio_sha256: str
-    data_offset: int  # where the PCM starts in the WAV file
-
-
-def sample_recording(path: Path, segment_frames: tuple[int, ...] = SEGMENTS, seed: int = 1) -> Sample:
-    """A stereo 8 kHz WAV of noise (distinct per channel) and its per-segment SHA-256."""
-    rng = np.random.default_rng(seed)
-    frames = sum(segment_frames)
-    samples = rng.integers(-8000, 8000, size=(frames * 160, 2), dtype=np.int16)
-    pcm = samples.astype("<i2").tobytes()
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(pcm)
-    segments = []
-    pos = 0
-    for n in segment_frames:
-        chunk = pcm[pos : pos + n * FRAME_BYTES]
-        segments.append(SegmentHash(n, hashlib.sha256(chunk).hexdigest()))
-        pos += n * FRAME_BYTES
-    data_offset = path.read_bytes().index(b"data") + 8
-    return Sample(path, segments, hashlib.sha256(pcm).hexdigest(), data_offset)
-
-
-CONSENT_RECORD = {
-    "id": "c0ffee",
-    "call_id": "call-1",
-    "party": "caller",
-    "outcome": "granted",
-    "method": "dtmf",
-    "decided_at": "2024-05-01T12:00:03.250000Z",
-}
-
-
-def sample_manifest(sample: Sample, recording_id: str = "rec-1", **overrides: object) -> dict[str, object]:
-    record = {**CONSENT_RECORD, "record_sha256": consent_digest(CONSENT_RECORD)}
-    fields: dict[str, object] = {
-        "recording_id": recording_id,
-        "call_id": "call-1",
-        "created_at": datetime(2024, 5, 1, 12, 5, tzinfo=UTC),
-        "channels": [
-            {"channel": 0, "role": "caller", "party": "+15551230000"},
-            {"channel": 1, "role": "agent", "party": "agent/system: what the caller heard"},
-        ],
-        "segments": sample.segments,
-        "audio_sha256": sample.audio_sha256,
-        "recorder": "helpline test",
-        "overlays": [{"kind": "pause", "reason": "sensitive", "start": 60, "end": 90}],
-        "consent": [{"id": record["id"], "sha256": record["record_sha256"], "outcome": "granted"}],
-        **overrides,
-    }
-    return build_manifest(**fields)  # type: ignore[arg-type]
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        byte = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([byte[0] ^ 0x01]))
+from tests.recording.sealing_support import (
+    CONSENT_RECORD,
+    FRAME_BYTES,
+    SEGMENTS,
+    Sample,
+    flip_byte,
+    sample_manifest,
+    sample_recording,
+)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 Recordings are sealed here the way the service does it: a WAV built with ``wave``/numpy, optional
 encryption, a signed manifest, storage through ``LocalStorage`` and a ``sealed`` ledger entry.
-``seal_sample`` is shared with the bundle tests.
 """
 
 from __future__ import annotations
@@ -11,86 +10,22 @@ import argparse
 import io
 import json
 import shutil
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from helpline.recording.crypto import CHUNK_BYTES, HEADER_BYTES, TAG_BYTES, encrypt_file
-from helpline.recording.keys import Kek, SigningKey, new_data_key
-from helpline.recording.ledger import Ledger
-from helpline.recording.manifest import canonical, consent_digest, sha256_hex, sign_manifest
-from helpline.recording.storage import LocalStorage
+from helpline.recording.crypto import CHUNK_BYTES, HEADER_BYTES, TAG_BYTES
+from helpline.recording.keys import Kek
+from helpline.recording.manifest import canonical, sha256_hex
 from helpline.recording.verify import StoreReport, verify_recording, verify_store
 from helpline.recording.verify_cli import add_verify_command, run_verify
-from tests.recording.test_manifest import (
-    CONSENT_RECORD,
+from tests.recording.sealing_support import (
     FRAME_BYTES,
+    Store,
     flip_byte,
-    sample_manifest,
-    sample_recording,
+    make_store,
+    seal_sample,
 )
-
-STARTED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class Sealed:
-    recording_id: str
-    key: str
-    directory: Path
-    data_offset: int
-    manifest: dict[str, object]
-
-
-@dataclass
-class Store:
-    storage: LocalStorage
-    signing: SigningKey
-    ledger: Ledger
-    kek: Kek
-    work: Path
-
-    @property
-    def root(self) -> Path:
-        return self.storage.root
-
-
-def make_store(tmp_path: Path) -> Store:
-    storage = LocalStorage(tmp_path / "recordings")
-    signing = SigningKey.load_or_create(tmp_path / "keys" / "recording-signing.pem")
-    signing.export_public(storage.public_key_path)
-    return Store(
-        storage,
-        signing,
-        Ledger(storage.ledger_path, signing),
-        Kek.load_or_create(tmp_path / "keys" / "kek"),
-        tmp_path,
-    )
-
-
-async def seal_sample(store: Store, recording_id: str, *, encrypt: bool = False, seed: int = 1) -> Sealed:
-    """Seal a sample recording into ``store`` the way the service does."""
-    work = store.work / f"work-{recording_id}"
-    work.mkdir()
-    sample = sample_recording(work / "audio.wav", seed=seed)
-    record = {**CONSENT_RECORD, "record_sha256": consent_digest(CONSENT_RECORD)}
-    encryption = None
-    if encrypt:
-        dek = new_data_key()
-        encryption = encrypt_file(sample.wav, work / "audio.wav.enc", dek).manifest_entry()
-        (work / "key.wrapped").write_bytes(store.kek.wrap(dek))
-        sample.wav.unlink()
-    manifest = sample_manifest(sample, recording_id, encryption=encryption)
-    data, sig = sign_manifest(manifest, store.signing)
-    (work / "manifest.json").write_bytes(data)
-    (work / "manifest.sig").write_text(sig + "\n")
-    (work / "consent.json").write_text(json.dumps([record], indent=1))
-    (work / "metadata.json").write_text(json.dumps({"caller": "+15551230000"}))
-    key = await store.storage.put_dir(recording_id, STARTED, {p.name: p for p in work.iterdir()})
-    store.ledger.append_sealed(recording_id, sha256_hex(data))
-    return Sealed(recording_id, key, store.storage.path_of(key), sample.data_offset, manifest)
 
 
 @pytest.fixture
