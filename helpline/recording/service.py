@@ -148,11 +148,12 @@ class RecordingService:
         self._calls.pop(recording.call_id, None)
         self.background(recording.finish(disposition), f"seal {recording.call_id}")
 
-    def background(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+    def background(self, work: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         """Run ``work`` as a task the service waits for at shutdown; a failure is logged, not lost."""
         task = asyncio.get_running_loop().create_task(work, name=what)
         self._sealing.add(task)
         task.add_done_callback(self._background_done)
+        return task
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._sealing.discard(task)
@@ -300,9 +301,19 @@ class RecordingService:
                 log.exception("could not recover the spooled recording in %s", item.path)
                 self.publish("recording.failed", str(item.meta.get("call_id")),
                              {"recording_id": item.meta.get("recording_id"), "stage": "recovery"})
+        for row in await self.store.recordings.unfinished():
+            if row.id in self._open_ids() or (self.layout.spool / row.id).exists():
+                continue
+            # opened, but the process died before its first segment reached the disk
+            await self.store.recordings.update(row.id, status="empty", duration_s=0.0)
+            log.warning("recording %s captured nothing before an unclean stop", row.id,
+                        extra={"call_id": row.call_id})
         if count:
             log.info("recovered %d recordings left by an unclean stop", count)
         return count
+
+    def _open_ids(self) -> set[str]:
+        return {c.recording_id for c in self._calls.values()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +377,7 @@ class CallRecording:
         self._queue: str | None = None
         self._typed = ""
         self._ended = False
+        self._row_insert: asyncio.Task[Any] | None = None
 
     # ---- RecordingControl -------------------------------------------------------------------------
     def policy(self) -> ConsentPolicy:
@@ -388,8 +400,14 @@ class CallRecording:
                 "reason": "no consent", "mode": self._policy.mode})
             return False
         self._armed = True
-        self._stopped = False
-        if self._policy.include_ivr or self._agents:
+        was_stopped, self._stopped = self._stopped, False
+        if self._capture is not None:
+            if was_stopped:  # started again after a stop: the same recording goes on, marked
+                self._session.tap = self._capture.frame
+                self._capture.mark("started", {})
+                self._service.publish("recording.started", self.call_id, {
+                    "recording_id": self.recording_id, "again": True, "frame": self._capture.frames})
+        elif self._policy.include_ivr or self._agents:
             self._open()
         return True
 
@@ -402,6 +420,8 @@ class CallRecording:
             self._service.publish("recording.stopped", self.call_id, {"frame": self._capture.frames})
 
     async def pause(self, reason: str) -> None:
+        if self._manual_pause:
+            return  # one manual pause at a time: one resume ends it
         self._manual_pause = True
         if self._capture is not None:
             self._capture.pause("manual")
@@ -493,8 +513,13 @@ class CallRecording:
             return
         try:
             await capture.close()
+            if self._row_insert is not None:
+                await self._row_insert  # the row exists before sealing looks for it
             spooled = await asyncio.to_thread(_spooled, capture)
-            if spooled is None:
+            if spooled is None:  # the call ended before a single frame was captured
+                await self._service.store.recordings.update(
+                    self.recording_id, status="empty", ended_at=datetime.now(UTC), duration_s=0.0,
+                    disposition=disposition)
                 return
             updates = {"agents": list(self._agents), "queue": self._queue,
                        "agent": self._agents[0]["agent"] if self._agents else None,
@@ -549,17 +574,18 @@ class CallRecording:
         capture = Capture(self.recording_id, spool, service.writer, meta=meta,
                           segment_frames=max(1, round(service.settings.segment_seconds * FRAMES_PER_SECOND)))
         capture.allow(caller=self._caller_allowed, agent=self._agent_allowed)
-        if self._sensitive:
-            capture.pause("sensitive")
-        if self._manual_pause:
-            capture.pause("manual")
         self._capture = capture
         self._session.tap = capture.frame
-        service.background(service.store.recordings.insert(_row_from_meta(meta)), "recording row")
+        self._row_insert = service.background(service.store.recordings.insert(_row_from_meta(meta)),
+                                              "recording row")
         service.publish("recording.started", self.call_id, {
             "recording_id": self.recording_id, "mode": self._policy.mode,
             "caller_channel": self._caller_allowed, "agent_channel": self._agent_allowed,
             "include_ivr": self._policy.include_ivr})
+        for reason, active in (("sensitive", self._sensitive > 0), ("manual", self._manual_pause)):
+            if active:  # opened inside a sensitive node or a manual pause: paused from its first frame
+                capture.pause(reason)
+                service.publish("recording.paused", self.call_id, {"reason": reason, "frame": 0})
 
     async def _store_consent(self, outcome: str, method: str, response: str | None, *,
                              answer: ConsentAnswer | None) -> None:

@@ -306,7 +306,8 @@ class Recording(Base):
 
     ``channels`` is the channel map (never inferred from the file), ``overlays`` the spans and marks a
     reviewer sees (consent, pauses, holds, transfers, agents). ``status``: ``recording`` (spooling),
-    ``stored``, ``recovered`` (finished by recovery after a crash), ``deleted`` (expired or removed;
+    ``stored``, ``recovered`` (finished by recovery after a crash), ``empty`` (started, but the call or the
+    process ended before a frame was captured), ``deleted`` (expired or removed;
     the row stays as the receipt), ``erased`` (deleted on a subject's request, personal data cleared).
     """
 

@@ -33,7 +33,7 @@ class RecordingRow(_Row):
 
     id: str
     call_id: str
-    status: str = Field(description="recording | stored | recovered | deleted | erased")
+    status: str = Field(description="recording | stored | recovered | empty | deleted | erased")
     caller: str | None
     did: str | None
     queue: str | None
