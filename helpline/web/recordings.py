@@ -39,7 +39,13 @@ from helpline.recording.library import (
     download_name,
 )
 from helpline.recording.retention import erase_phone
-from helpline.store.recordings import ConsentRow, RecordingFilters, RecordingRow, RetentionPolicyError
+from helpline.store.recordings import (
+    ConsentRow,
+    RecordingFilters,
+    RecordingRow,
+    RetentionPolicyError,
+    RetentionRow,
+)
 from helpline.web.auth import audit, current_user, require_role
 from helpline.web.byte_ranges import ByteRange, InvalidRange, RangeNotSatisfiable, parse_range
 from helpline.web.errors import ApiError
@@ -121,6 +127,32 @@ class RetentionChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     days: int = Field(ge=1, le=36500, description="Days recordings are kept; never below the floor")
+
+
+class RetentionList(BaseModel):
+    """``GET /api/retention-policies`` (the schema the OpenAPI document names)."""
+
+    items: list[RetentionRow]
+
+
+class ErasureKept(BaseModel):
+    recording_id: str
+    reason: str = Field(description="Why it stays: a legal hold or the retention floor")
+    until: str | None = Field(description="When the floor ends (ISO 8601), when that is the reason")
+
+
+class ErasureFailed(BaseModel):
+    recording_id: str
+    reason: str
+
+
+class ErasureReport(BaseModel):
+    """``POST /api/erasure``: the shape of ``RetentionReport.as_dict()``, for the OpenAPI document."""
+
+    deleted: list[str] = Field(description="Recordings whose media was deleted (receipts remain)")
+    kept: list[ErasureKept]
+    failed: list[ErasureFailed]
+    notes: list[str]
 
 
 def _api_error(exc: LibraryError) -> ApiError:
