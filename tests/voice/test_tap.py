@@ -17,7 +17,7 @@ from tests.support.rtp_probe import RtpProbe, make_sdp_offer, sine_pcm16
 from tests.voice.media_support import HOST, Peer, rtp
 from tests.voice.test_bridge import agent_answer
 
-CALLER_HZ = 440.0
+CALLER_HZ = 400.0  # 8 whole cycles a frame: a frame dropped or repeated under load leaves a clean tone
 AGENT_HZ = 1000.0
 PROMPT_HZ = 697.0
 TONES = [CALLER_HZ, AGENT_HZ, PROMPT_HZ, 1209.0]
