@@ -58,6 +58,7 @@ CONFIG = """
 [recording]
 site = "US-TX"
 segment_seconds = 1.0
+encrypt = true
 [recording.dids."+18005550110"]
 mode = "notify"
 include_ivr = true
@@ -74,6 +75,9 @@ ring_timeout_s = 6
 wrapup_s = 1
 """
 ENV = {"HELPLINE_AGENTS__MIN_EXPIRES": "10", "HELPLINE_AGENTS__DIGEST_ALGORITHMS": '["MD5"]'}
+# The crash server keeps plain WAVs, so the tamper test can flip a byte of audio; the module's server
+# encrypts at rest, so every download and play there is decrypted on the way out.
+CRASH_ENV = {**ENV, "HELPLINE_RECORDING__ENCRYPT": "false"}
 DTMF_FREQS = {"1": (697.0, 1209.0), "4": (770.0, 1209.0), "5": (770.0, 1336.0)}
 
 pytestmark = pytest.mark.timeout(180)
@@ -194,6 +198,10 @@ async def test_a_recorded_call_has_the_caller_left_and_the_agent_right(
     (rec,) = await recordings_of(api, call["id"])
     assert rec["channels"][0]["role"] == "caller" and rec["channels"][1]["role"] == "agent"
     assert rec["agent"] == extension and rec["consent_outcome"] == "granted"
+    assert rec["encrypted"] is True  # at rest; the download below is decrypted by the server
+    stored = next(server.data_dir.glob(f"recordings/*/*/*/{rec['id']}"))
+    assert sorted(p.name for p in stored.iterdir() if p.name.startswith(("audio", "key"))) == [
+        "audio.wav.enc", "key.wrapped"]
     left, right = await download(api, rec["id"])
     seconds = len(left) / 8000
     connected = next(e for e in detail["events"] if e["type"] == "queue.connected")["at"]
@@ -289,7 +297,7 @@ async def test_kill_9_during_20_recordings_then_restart_recovers_every_one(tmp_p
     file plays and lost at most 2 s against the time it ran."""
     require_binary("sipp")
     srv = start_server(tmp_path, sip_port=CRASH.sip_port, http_port=CRASH.http_port, extra=CONFIG,
-                       agent_port=CRASH.agent_port, env=ENV)
+                       agent_port=CRASH.agent_port, env=CRASH_ENV)
     uac = await SipUac.open()
     probes = [await RtpProbe.open() for _ in range(20)]
     try:
@@ -321,7 +329,7 @@ async def test_kill_9_during_20_recordings_then_restart_recovers_every_one(tmp_p
             probe.close()
         uac.close()
     srv2 = start_server(tmp_path, sip_port=CRASH.sip_port, http_port=CRASH.http_port, extra=CONFIG,
-                        agent_port=CRASH.agent_port, env=ENV)
+                        agent_port=CRASH.agent_port, env=CRASH_ENV)
     try:
         async with httpx.AsyncClient(base_url=srv2.api, headers=srv2.headers, timeout=10) as api:
             found = await api.get("/api/recordings", params={"status": "recovered", "limit": 50})
