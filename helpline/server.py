@@ -35,6 +35,7 @@ from helpline.sbc_bridge.agents import AgentEdge
 from helpline.store import Store, StoreSink, upgrade
 from helpline.voice import MediaEngine, PromptCache
 from helpline.web import create_app, register_media_metrics, register_pipeline_metrics
+from helpline.web.metrics import register_recording_metrics
 from helpline.web.users import ensure_initial_admin
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,8 @@ async def start(settings: Settings) -> Service:
     ref: list[Service] = []
     register_pipeline_metrics(metrics.registry, bus, sink)
     register_media_metrics(metrics.registry, engine)
+    if recordings is not None:
+        register_recording_metrics(metrics.registry, recordings)
     metrics.registry.register(QueueStateCollector(queues.queues, queues.agents))
     app = create_app(
         store, bus, metrics_registry=metrics.registry, health=lambda: _health(ref), flows=flows.catalog,

@@ -112,6 +112,14 @@ class MetricsSink:
             "helpline_queue_wait_seconds", "Wait from joining to an agent's answer", ["queue"],
             buckets=(5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0), registry=r,
         )
+        self.recording_events_total = Counter(
+            "helpline_recording_events_total",
+            "Recording life-cycle events (consent, started, refused, paused, withdrawn, stored, "
+            "recovered, failed...)", ["event", "outcome"], registry=r,
+        )
+        self.recorded_seconds_total = Counter(
+            "helpline_recorded_seconds_total", "Seconds of audio sealed into storage", registry=r
+        )
 
         self._trunk = BoundedLabel("trunk", max_label_values)
         self._disposition = BoundedLabel("disposition", max_label_values, allowed=DISPOSITIONS)
@@ -122,6 +130,8 @@ class MetricsSink:
         self._dtmf_source = BoundedLabel("source", 8, allowed=("rtp", "info"))
         self._queue = BoundedLabel("queue", max_label_values)
         self._queue_reason = BoundedLabel("reason", 32)
+        self._recording_event = BoundedLabel("event", 32)
+        self._recording_outcome = BoundedLabel("outcome", 32)
         self._open: OrderedDict[str, _OpenCall] = OrderedDict()
         self._max_open = max_open_calls
 
@@ -129,6 +139,8 @@ class MetricsSink:
         handler = self._handlers.get(event.type)
         if handler is not None:
             handler(self, event)
+        elif event.type.startswith("recording."):
+            self._recording(event)
         elif event.type.startswith("security."):
             self.security_events_total.labels(self._security_type(event.type.removeprefix("security."))).inc()
 
@@ -193,6 +205,15 @@ class MetricsSink:
     def _queue_refused(self, event: DomainEvent) -> None:
         queue = self._queue(event.data.get("queue"))
         self.queue_refused_total.labels(queue, self._queue_reason(event.data.get("outcome"))).inc()
+
+    def _recording(self, event: DomainEvent) -> None:
+        data = event.data
+        outcome = data.get("outcome") or data.get("reason") or data.get("stage") or "none"
+        name = self._recording_event(event.type.removeprefix("recording."))
+        self.recording_events_total.labels(name, self._recording_outcome(outcome)).inc()
+        seconds = data.get("duration_s")
+        if event.type in ("recording.stored", "recording.recovered") and isinstance(seconds, int | float):
+            self.recorded_seconds_total.inc(max(0.0, float(seconds)))
 
     def _queue_left(self, event: DomainEvent) -> None:
         queue = self._queue(event.data.get("queue"))

@@ -312,6 +312,11 @@ class RecordingService:
             log.info("recovered %d recordings left by an unclean stop", count)
         return count
 
+    @property
+    def capturing(self) -> int:
+        """Calls whose recording is capturing right now."""
+        return sum(1 for c in self._calls.values() if c.capturing)
+
     def _open_ids(self) -> set[str]:
         return {c.recording_id for c in self._calls.values()}
 
@@ -513,6 +518,11 @@ class CallRecording:
             return
         try:
             await capture.close()
+            if capture.failed:  # e.g. a full disk: what was written is sealed, and the loss is reported
+                log.error("the recording lost segments it could not write: %s", capture.error,
+                          extra={"call_id": self.call_id})
+                self._service.publish("recording.failed", self.call_id, {
+                    "recording_id": self.recording_id, "stage": "write", "error": str(capture.error)})
             if self._row_insert is not None:
                 await self._row_insert  # the row exists before sealing looks for it
             spooled = await asyncio.to_thread(_spooled, capture)
@@ -530,6 +540,11 @@ class CallRecording:
                           extra={"call_id": self.call_id})
             self._service.publish("recording.failed", self.call_id,
                                   {"recording_id": self.recording_id, "stage": "seal"})
+
+    @property
+    def capturing(self) -> bool:
+        """Whether frames are being captured (opened, not stopped, the call not over)."""
+        return self._capture is not None and not self._stopped and not self._ended
 
     # ---- internals --------------------------------------------------------------------------------
     @property

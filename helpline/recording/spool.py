@@ -130,6 +130,11 @@ class SegmentWriter:
         self._created: set[Path] = set()
         self._closed = False
 
+    @property
+    def backlog(self) -> int:
+        """Segments handed over and not yet written (a disk that cannot keep up shows here first)."""
+        return self._queue.qsize()
+
     def submit(self, directory: Path, index: int, data: bytes,
                events: Sequence[Mapping[str, Any]] = (), *, meta: Mapping[str, Any] | None = None,
                call_id: str | None = None) -> None:

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from helpline.events.bus import EventBus
 from helpline.events.metrics import CallbackCollector
+from helpline.recording.service import RecordingService
 from helpline.store.sink import StoreSink
 from helpline.voice import MediaEngine
 
@@ -59,3 +60,17 @@ def register_media_metrics(registry: CollectorRegistry, engine: MediaEngine) -> 
         ),
     }
     registry.register(CallbackCollector(counters=counters, gauges=gauges))
+
+
+def register_recording_metrics(registry: CollectorRegistry, service: RecordingService) -> None:
+    """Recording's live state, read at scrape time: calls capturing now, and the segment writer's
+    backlog (segments waiting for the disk; it should stay near zero)."""
+    gauges = {
+        "helpline_recordings_capturing": (
+            "Calls whose recording is capturing now", lambda: service.capturing,
+        ),
+        "helpline_recording_writer_backlog": (
+            "Recording segments waiting to be written to the spool", lambda: service.writer.backlog,
+        ),
+    }
+    registry.register(CallbackCollector(gauges=gauges))

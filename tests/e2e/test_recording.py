@@ -215,6 +215,12 @@ async def test_a_recorded_call_has_the_caller_left_and_the_agent_right(
     assert tone_share(left, AGENT_HZ) < 0.05 and tone_share(right, CALLER_HZ) < 0.05  # no cross-talk
     integrity = (await api.get(f"/api/recordings/{rec['id']}/integrity")).json()
     assert integrity["status"] == "verified", integrity
+    metrics = (await api.get("/metrics")).text
+    stored = re.search(r'^helpline_recording_events_total\{event="stored",outcome="none"\} (\S+)$', metrics, re.M)
+    assert stored and float(stored.group(1)) >= 1, metrics
+    seconds_total = re.search(r"^helpline_recorded_seconds_total (\S+)$", metrics, re.M)
+    assert seconds_total and float(seconds_total.group(1)) >= seconds - 0.1
+    assert re.search(r"^helpline_recording_writer_backlog 0\.0$", metrics, re.M), metrics
 
 
 # ---- decline ------------------------------------------------------------------------------------------
