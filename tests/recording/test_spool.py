@@ -11,12 +11,24 @@ from pathlib import Path
 
 import pytest
 
+from helpline.recording import spool
 from helpline.recording.spool import SegmentWriter, overlays_from_events, read_spool, recover, spool_meta
 
 
 def append(path: Path, data: bytes) -> None:
     with open(path, "ab") as file:
         file.write(data)
+
+
+@pytest.fixture(params=["syncfs", "fsync"], autouse=True)
+def flush_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every spool test runs with both ways of flushing: one syncfs per batch (Linux) and the fsync
+    per file used where syncfs is missing."""
+    if request.param == "fsync":
+        monkeypatch.setattr(spool, "_SYNCFS", None)
+    else:
+        assert spool._SYNCFS is not None, "syncfs(2) should exist on Linux"
+    return str(request.param)
 
 
 @pytest.fixture
