@@ -111,6 +111,9 @@ async def start(settings: Settings) -> Service:
     await upgrade(settings.database_url)
     store = Store(settings.database_url)
     await ensure_initial_admin(store, data_dir)
+    interrupted = await store.calls.close_interrupted()
+    if interrupted:
+        log.warning("closed %d calls left open by an unclean stop (disposition failed)", interrupted)
     bus = EventBus()
     sink = StoreSink(store)
     bus.subscribe(sink)

@@ -15,11 +15,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute, selectinload
 
-from helpline.store.models import Call, SecurityEvent
+from helpline.store.models import Call, CallEvent, SecurityEvent
 from helpline.store.records import CallDetail, CallRecord, Page, SecurityEventRecord
 
 MAX_LIMIT = 500
@@ -121,6 +121,26 @@ class CallRepository:
                 select(Call).where(Call.id == call_id).options(selectinload(Call.events))
             )
             return None if call is None else CallDetail.model_validate(call)
+
+    async def close_interrupted(self) -> int:
+        """Close the CDRs a crash left open (no ``ended_at``): disposition ``failed``, the end taken
+        from the call's last stored event. Run at start, before any call is taken: in one process no
+        call is live then. (Several nodes sharing a database will need to scope this to one node.)"""
+        last_event = (
+            select(CallEvent.call_id, func.max(CallEvent.at).label("last_at"))
+            .group_by(CallEvent.call_id).subquery()
+        )
+        async with self._sessions() as session, session.begin():
+            rows = (await session.execute(
+                select(Call, last_event.c.last_at)
+                .outerjoin(last_event, last_event.c.call_id == Call.id)
+                .where(Call.ended_at.is_(None))
+            )).all()
+            for call, last_at in rows:
+                call.ended_at = last_at or call.answered_at or call.started_at
+                call.disposition = "failed"
+                call.end_reason = "interrupted: the server stopped before the call ended"
+        return len(rows)
 
     async def list_security_events(
         self,

@@ -26,7 +26,7 @@ import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,8 +216,9 @@ async def test_a_recorded_call_has_the_caller_left_and_the_agent_right(
     integrity = (await api.get(f"/api/recordings/{rec['id']}/integrity")).json()
     assert integrity["status"] == "verified", integrity
     metrics = (await api.get("/metrics")).text
-    stored = re.search(r'^helpline_recording_events_total\{event="stored",outcome="none"\} (\S+)$', metrics, re.M)
-    assert stored and float(stored.group(1)) >= 1, metrics
+    sealed = re.search(r'^helpline_recording_events_total\{event="stored",outcome="none"\} (\S+)$',
+                       metrics, re.M)
+    assert sealed and float(sealed.group(1)) >= 1, metrics
     seconds_total = re.search(r"^helpline_recorded_seconds_total (\S+)$", metrics, re.M)
     assert seconds_total and float(seconds_total.group(1)) >= seconds - 0.1
     assert re.search(r"^helpline_recording_writer_backlog 0\.0$", metrics, re.M), metrics
@@ -342,7 +343,11 @@ async def test_kill_9_during_20_recordings_then_restart_recovers_every_one(tmp_p
             rows = found.json()["items"]
             assert len(rows) == 20, [r["status"] for r in rows]
             for row in rows:
+                cdr = (await api.get(f"/api/calls/{row['call_id']}")).json()
+                assert cdr["disposition"] == "failed" and cdr["end_reason"].startswith("interrupted"), cdr
+                answered = datetime.fromisoformat(cdr["answered_at"].replace("Z", "+00:00"))
                 started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+                assert answered <= started < answered + timedelta(seconds=3)  # after the notice
                 ran = (killed_at - started).total_seconds()
                 left, _right = await download(api, row["id"])
                 kept = len(left) / 8000

@@ -409,3 +409,31 @@ async def test_event_data_is_stored_as_plain_json(
         "tags": ["only"], "colour": "red", "nan": "nan", "inf": "-inf", "obj": "opaque!",
         "keys": {"2": "two", "null": "none", "false": "no"},
     }  # fmt: skip
+
+
+async def test_calls_a_crash_left_open_are_closed_at_the_next_start(
+    migrated_store: Store, bus_and_sink: tuple[EventBus, StoreSink]
+) -> None:
+    """A call whose process died has no ``call.ended``: the next start closes its CDR as failed at its
+    last stored event, and leaves finished calls alone."""
+    bus, sink = bus_and_sink
+    open_id, done_id, ringing_id = "b" * 32, "c" * 32, "d" * 32
+    bus.publish(ev("call.offered", open_id, 0, **OFFERED))
+    bus.publish(ev("call.answered", open_id, 1, codec="PCMU", flow_id="main", flow_version="7"))
+    bus.publish(ev("recording.started", open_id, 4.5, recording_id="r" * 32))
+    bus.publish(ev("call.offered", done_id, 0, **OFFERED))
+    bus.publish(ev("call.ended", done_id, 2, disposition="cancelled", sip_code=487, reason="cancel",
+                   by="cancel"))
+    bus.publish(ev("call.offered", ringing_id, 3, **OFFERED))
+    await sink.flush()
+
+    assert await migrated_store.calls.close_interrupted() == 2
+    closed = await migrated_store.calls.get_call(open_id)
+    assert closed is not None
+    assert (closed.disposition, closed.ended_at) == ("failed", T0 + timedelta(seconds=4.5))
+    assert closed.end_reason is not None and closed.end_reason.startswith("interrupted")
+    ringing = await migrated_store.calls.get_call(ringing_id)
+    assert ringing is not None and ringing.ended_at == T0 + timedelta(seconds=3)
+    done = await migrated_store.calls.get_call(done_id)
+    assert done is not None and (done.disposition, done.end_reason) == ("cancelled", "cancel")
+    assert await migrated_store.calls.close_interrupted() == 0  # nothing is left open
