@@ -35,7 +35,7 @@ import uvloop
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_media import machine_facts, per_call_us  # noqa: E402
+from bench.bench_media import ClockWindow, machine_facts, per_call_us, save_results  # noqa: E402
 from helpline.voice import MediaBridge, MediaEngine, PromptCache, RtpSession, SdpSession, negotiate  # noqa: E402
 from helpline.voice.g711 import CODECS, FRAME_SAMPLES, PCMA, PCMU  # noqa: E402
 from helpline.voice.rtp import RTP_HEADER, build_rtp_packet  # noqa: E402
@@ -155,16 +155,13 @@ async def load(pairs: int, mode: str, seconds: float, tmp: Path) -> dict[str, An
     await tell(proc, json.dumps({"targets": targets}))
     await asyncio.sleep(1.0)  # latching, priming, warm caches
     await tell(proc, "mark")
-    late0, ticks0, frames0 = engine.late_ticks, engine.ticks, engine.frames
-    catch0, skip0 = engine.catchup_frames, engine.skipped_frames
+    clock = ClockWindow(engine)
     relayed0 = sum(s.relayed_a_to_b + s.relayed_b_to_a for s in (b.stats for b in bridges))
-    engine.max_lateness = 0.0
     cpu0, wall0 = time.process_time(), time.monotonic()
     await asyncio.sleep(seconds)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     await tell(proc, "stop")
-    frames = engine.frames - frames0
-    late = engine.late_ticks - late0
+    frames = clock.frames
     stats = [b.stats for b in bridges]
     relayed = sum(s.relayed_a_to_b + s.relayed_b_to_a for s in stats) - relayed0
     assert proc.stdout is not None
@@ -175,11 +172,7 @@ async def load(pairs: int, mode: str, seconds: float, tmp: Path) -> dict[str, An
         "cpu_pct": round(100 * cpu / wall, 1),
         "cpu_us_per_session_frame": round(1e6 * cpu / max(frames * count, 1), 3),
         "frames_relayed": relayed,
-        "late_ticks": late,
-        "late_tick_pct": round(100 * late / max(engine.ticks - ticks0, 1), 3),
-        "catchup_frames": engine.catchup_frames - catch0,
-        "skipped_frames": engine.skipped_frames - skip0,
-        "max_lateness_ms": round(engine.max_lateness * 1000, 2),
+        **clock.report(),
         "dropped_overflow": sum(s.dropped_overflow for s in stats),
         "trimmed": sum(s.trimmed for s in stats),
         "underflows": sum(s.underflows for s in stats),
@@ -300,10 +293,7 @@ def main() -> None:
         uvloop.run(endpoints(args.count))
         return
     results = uvloop.run(main_async(args))
-    print_table(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    save_results(results, args.out, print_table)
 
 
 if __name__ == "__main__":

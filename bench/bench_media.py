@@ -228,6 +228,43 @@ async def bare_load(count: int, seconds: float) -> dict[str, Any]:
     return summarise(report, cpu, wall)
 
 
+class ClockWindow:
+    """The media clock's counters over one measured window: made at its start, ``report()`` at its end
+    (late ticks, catch-up and skipped frames, worst lateness), the same for every benchmark."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.late0, self.ticks0, self.frames0 = engine.late_ticks, engine.ticks, engine.frames
+        self.catch0, self.skip0 = engine.catchup_frames, engine.skipped_frames
+        engine.max_lateness = 0.0
+
+    @property
+    def frames(self) -> int:
+        return int(self.engine.frames - self.frames0)
+
+    @property
+    def late(self) -> int:
+        return int(self.engine.late_ticks - self.late0)
+
+    def report(self) -> dict[str, Any]:
+        engine = self.engine
+        return {
+            "late_ticks": self.late,
+            "late_tick_pct": round(100 * self.late / max(engine.ticks - self.ticks0, 1), 3),
+            "catchup_frames": engine.catchup_frames - self.catch0,
+            "skipped_frames": engine.skipped_frames - self.skip0,
+            "max_lateness_ms": round(engine.max_lateness * 1000, 2),
+        }
+
+
+def save_results(results: dict[str, Any], out: Path, print_table: Callable[[dict[str, Any]], None]) -> None:
+    """Print the table and write the JSON next to it (the common end of every benchmark here)."""
+    print_table(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+
+
 def machine_facts() -> dict[str, Any]:
     """What a result file says about where it was measured."""
     return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -283,10 +320,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the micro runs drop 100k foreign packets on purpose
     results = uvloop.run(main_async(args))
-    print_table(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    save_results(results, args.out, print_table)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ import uvloop  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from bench.bench_bridge import start_endpoints, tell  # noqa: E402
-from bench.bench_media import machine_facts, per_call_us  # noqa: E402
+from bench.bench_media import ClockWindow, machine_facts, per_call_us, save_results  # noqa: E402
 from helpline.recording.assemble import assemble  # noqa: E402
 from helpline.recording.capture import Capture  # noqa: E402
 from helpline.recording.keys import SigningKey  # noqa: E402
@@ -219,9 +219,7 @@ async def load(pairs: int, mode: str, args: argparse.Namespace, work: Path, key:
     await asyncio.sleep(args.warmup)  # first segments (directories, meta.json) and caches settle
     await tell(proc, "mark")
     high_water[0] = 0
-    late0, ticks0, frames0 = engine.late_ticks, engine.ticks, engine.frames
-    catch0, skip0 = engine.catchup_frames, engine.skipped_frames
-    engine.max_lateness = 0.0
+    clock = ClockWindow(engine)
     writer_thread = writer._thread
     writer_id = writer_thread.native_id if writer_thread is not None else None
     writer0 = thread_cpu(writer_id) if writer_id is not None else 0.0
@@ -231,8 +229,7 @@ async def load(pairs: int, mode: str, args: argparse.Namespace, work: Path, key:
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     busy = cpu_busy(ENGINE_CPU) - busy0
     writer_cpu = thread_cpu(writer_id) - writer0 if writer_id is not None else 0.0
-    frames = engine.frames - frames0
-    late = engine.late_ticks - late0
+    frames = clock.frames
     queue_high_water = high_water[0]
     for item in attached:  # detach at once, between two ticks, like a hangup
         item.kept_tap = item.session.tap == item.capture.frame
@@ -252,11 +249,7 @@ async def load(pairs: int, mode: str, args: argparse.Namespace, work: Path, key:
         "writer_thread_cpu_pct": round(100 * writer_cpu / wall, 1),
         "others_on_engine_cpu_pct": round(max(0.0, 100 * (busy - cpu) / wall), 1),
         "frames": frames,
-        "late_ticks": late,
-        "late_tick_pct": round(100 * late / max(engine.ticks - ticks0, 1), 3),
-        "catchup_frames": engine.catchup_frames - catch0,
-        "skipped_frames": engine.skipped_frames - skip0,
-        "max_lateness_ms": round(engine.max_lateness * 1000, 2),
+        **clock.report(),
         "dropped_overflow": sum(s.dropped_overflow for s in stats),
         "underflows": sum(s.underflows for s in stats),
         "phones_sent": phones["sent"],
@@ -460,10 +453,7 @@ def main() -> None:
     if not args.default_gc:
         tune_gc()
     results = uvloop.run(main_async(args))
-    print_table(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    save_results(results, args.out, print_table)
 
 
 if __name__ == "__main__":
