@@ -1,4 +1,4 @@
-"""``helpline recordings``: verify (offline), export, sweep, erase, hold and release.
+"""``helpline recordings``: verify (offline), export, sweep, erase, hold, release and reconcile.
 
 Everything but ``verify`` works on the configured store and storage, like the service does, and is
 audited with the actor ``cli:<os user>``. ``verify`` needs only the files and the public key.
@@ -18,6 +18,7 @@ from typing import Any
 from helpline.cli_support import EXIT_REFUSED, Refused, cli_actor, run_on_store
 from helpline.config import Settings
 from helpline.recording.library import LibraryError, RecordingLibrary
+from helpline.recording.reconcile import ReconcileReport, reconcile
 from helpline.recording.retention import RetentionReport, erase_phone, sweep
 from helpline.recording.setup import RecordingLayout, open_library
 from helpline.recording.verify_cli import add_verify_command
@@ -64,6 +65,19 @@ def add_recording_commands(subparsers: Any, with_config: Callable[[argparse.Argu
     release = with_config(commands.add_parser("release", help="release a recording's legal hold"))
     release.add_argument("recording_id")
     release.set_defaults(func=_command(cmd_release))
+
+    reconciler = with_config(commands.add_parser(
+        "reconcile", help="proof of recording: recorded calls against their recordings (1 on findings)"))
+    reconciler.add_argument("--since", type=_utc, required=True, help="ISO 8601 time (calls started from)")
+    reconciler.add_argument("--until", type=_utc, help="ISO 8601 time (calls started before; default now)")
+    reconciler.add_argument("--short-tolerance", type=float, default=0.05, metavar="SHARE",
+                            help="how much shorter than the call a recording may be (default 0.05)")
+    reconciler.add_argument("--silent-share", type=float, default=0.9, metavar="SHARE",
+                            help="share of silent one-second windows that makes a channel one-sided")
+    reconciler.add_argument("--energy-floor", type=float, default=-50.0, metavar="DBFS",
+                            help="a window below this level is silent (default -50 dBFS)")
+    reconciler.add_argument("--json", action="store_true")
+    reconciler.set_defaults(func=_command(cmd_reconcile))
 
 
 def _utc(text: str) -> datetime:
@@ -178,3 +192,35 @@ def cmd_release(args: argparse.Namespace) -> int:
     run_on_store(args, work)
     print(f"{args.recording_id}: legal hold released")
     return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    until = args.until or datetime.now(UTC)
+    if until <= args.since:
+        raise Refused("--until", "must be later than --since")
+    if not 0 <= args.short_tolerance < 1:
+        raise Refused("--short-tolerance", f"{args.short_tolerance} is not a share within 0..1 (1 excluded)")
+    if not 0 < args.silent_share <= 1:
+        raise Refused("--silent-share", f"{args.silent_share} is not a share within 0..1 (0 excluded)")
+
+    async def work(store: Store, settings: Settings) -> ReconcileReport:
+        library = await _library(store, settings)
+        report = await reconcile(store, library, since=args.since, until=until,
+                                 short_tolerance=args.short_tolerance, silent_share=args.silent_share,
+                                 energy_floor_dbfs=args.energy_floor)
+        await store.audit.append("reconcile", actor=cli_actor(), detail=report.as_dict())
+        return report
+
+    report = run_on_store(args, work)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        for finding in report.findings:
+            where = f"call {finding.call_id} recording {finding.recording_id or '-'}"
+            print(f"{finding.code.upper():<10} {where}: {finding.message}")
+        counts = ", ".join(f"{n} {code}" for code, n in report.counts().items() if n)
+        print(f"{report.calls} call(s) from {report.since.isoformat()} to {report.until.isoformat()}: "
+              f"{report.in_scope} recorded, {report.recordings} recording(s), {report.ok} ok, "
+              f"{report.deleted} deleted, {report.unsettled} not settled yet; "
+              f"findings: {counts or 'none'}")
+    return 1 if report.findings else 0
