@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,8 @@ def add_recording_commands(subparsers: Any, with_config: Callable[[argparse.Argu
                             help="share of silent one-second windows that makes a channel one-sided")
     reconciler.add_argument("--energy-floor", type=float, default=-50.0, metavar="DBFS",
                             help="a window below this level is silent (default -50 dBFS)")
+    reconciler.add_argument("--settle", type=float, default=300.0, metavar="SECONDS",
+                            help="leave calls that ended less than this long ago for the next run")
     reconciler.add_argument("--json", action="store_true")
     reconciler.set_defaults(func=_command(cmd_reconcile))
 
@@ -200,6 +202,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         raise Refused("--until", "must be later than --since")
     if not 0 <= args.short_tolerance < 1:
         raise Refused("--short-tolerance", f"{args.short_tolerance} is not a share within 0..1 (1 excluded)")
+    if args.settle < 0:
+        raise Refused("--settle", f"{args.settle} is not a number of seconds >= 0")
     if not 0 < args.silent_share <= 1:
         raise Refused("--silent-share", f"{args.silent_share} is not a share within 0..1 (0 excluded)")
 
@@ -207,7 +211,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         library = await _library(store, settings)
         report = await reconcile(store, library, since=args.since, until=until,
                                  short_tolerance=args.short_tolerance, silent_share=args.silent_share,
-                                 energy_floor_dbfs=args.energy_floor)
+                                 energy_floor_dbfs=args.energy_floor,
+                                 settle=timedelta(seconds=args.settle))
         await store.audit.append("reconcile", actor=cli_actor(), detail=report.as_dict())
         return report
 

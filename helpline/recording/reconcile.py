@@ -274,10 +274,13 @@ async def _one_sided(library: RecordingLibrary, call_id: str, row: RecordingRow,
     windows, silent = shares
     roles = {int(c.get("channel", i)): str(c.get("role", f"channel {i}")) for i, c in enumerate(row.channels)}
     findings = []
+    answered = any(o.get("kind") == "agent" for o in row.overlays)
     for channel, share in enumerate(silent):
         role = roles.get(channel, f"channel {channel}")
         if role == "caller" and row.consent_outcome not in (None, "granted"):
             continue  # the caller declined: an agent-only recording is silent on their side by design
+        if role == "agent" and not answered:
+            continue  # no agent ever answered: that side is the IVR, silent whenever it waits
         if share > limits.silent_share:
             findings.append(Finding(
                 call_id, row.id, "one_sided",

@@ -576,3 +576,18 @@ async def test_hold_and_a_transfer_to_a_second_agent_stay_in_one_recording(
     assert tone_share(right, HOLD_HZ, start_s=held_at + 0.1, end_s=resumed_at - 0.1) > 0
     assert tone_share(right, PROBE_HZ, start_s=held_at + 0.3, end_s=resumed_at - 0.1) == 0
     assert tone_share(right, PROBE_HZ, start_s=second_at + 0.6, end_s=seconds - 0.3) > 0.7  # agent B's echo
+
+
+# ---- proof of recording -------------------------------------------------------------------------------
+async def test_reconcile_finds_every_recorded_call_of_this_module_recorded_in_full(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """``helpline recordings reconcile`` over every call this server took (declined, sensitive,
+    withdrawn, transferred, stereo ones, and one more made here): each call that started a recording has
+    a stored one, as long as the call, with both channels live where they should be, that verifies."""
+    await _record_ivr_call(server, api, "+12145550444", 3.0)
+    result = await asyncio.to_thread(_cli, server, "recordings", "reconcile", "--since",
+                                     "2026-01-01T00:00:00", "--settle", "0", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["findings"] == [], report
+    assert report["in_scope"] >= 1 and report["ok"] == report["in_scope"], report
