@@ -425,3 +425,28 @@ async def test_a_recording_that_captured_nothing_is_not_left_recording(rig: Rig)
     stuck = [(r.id, r.status) for r in rows if r.status == "recording"]
     assert stuck == [], "no audio was ever written, yet the row claims a live recording"
     assert not rig.of_type("recording.stored", line.call_id)
+
+
+async def test_a_spool_that_cannot_be_written_is_reported_and_the_service_goes_on(rig: Rig) -> None:
+    """The recording's spool directory cannot be made (a file stands in its way, as a full or broken
+    disk would refuse it): the call goes on, the failure is a ``recording.failed`` event at the end
+    (stage ``write``, with the reason), the row does not claim a recording, and the next call records."""
+    service = await rig.service(include_ivr=True)
+    recording, line = await rig.call(service)
+    (service.layout.spool / recording.recording_id).write_bytes(b"in the way")
+    await recording.consent(answer("granted"))
+    assert await recording.start() is True
+    await line.play(1000.0, 1.5)
+    recording.ended("completed")
+    failed = await rig.wait_for("recording.failed", line.call_id)
+    assert failed.data["stage"] == "write" and failed.data["error"], failed.data
+    assert not rig.of_type("recording.stored", line.call_id)
+    rows = await rig.store.recordings.for_call(line.call_id)
+    assert [r.status for r in rows] == ["empty"]
+
+    second, other = await rig.call(service)
+    await second.consent(answer("granted"))
+    assert await second.start() is True
+    await other.play(1000.0, 1.2)
+    second.ended("completed")
+    await rig.wait_for("recording.stored", other.call_id)
