@@ -25,7 +25,7 @@ from helpline.recording.verify_cli import add_verify_command
 from helpline.store import Store
 from helpline.store.recordings import RecordingFilters
 
-EXPORT_PAGE = 200
+EXPORT_LIMIT = 1_000_000  # the command line may export a whole archive
 
 
 def add_recording_commands(subparsers: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
@@ -114,13 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                        queue=args.queue, since=args.since, until=args.until)
             if filters == RecordingFilters() and not args.all:
                 raise Refused("--all", "name recordings (--id, --call-id, --caller, ...) or pass --all")
-            cursor: str | None = None
-            while True:
-                page = await store.recordings.search(filters, limit=EXPORT_PAGE, cursor=cursor)
-                ids += [r.id for r in page.items if r.status in ("stored", "recovered")]
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
+            ids = await library.exportable_ids(filters, limit=EXPORT_LIMIT)
         if not ids:
             raise Refused(None, "no stored recording matches")
         out = await library.export(ids, args.out)

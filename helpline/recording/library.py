@@ -151,6 +151,21 @@ class RecordingLibrary:
         """Newest first; the filters combine with AND (``InvalidCursor`` for a cursor we did not issue)."""
         return await self.store.recordings.search(filters, limit=limit, cursor=cursor, offset=offset)
 
+    async def exportable_ids(self, filters: RecordingFilters, *, limit: int) -> list[str]:
+        """The ids of every recording matching ``filters`` whose media still exists, newest first;
+        ``LibraryError`` when there are more than ``limit`` (the caller asks for a narrower search)."""
+        ids: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self.store.recordings.search(filters, limit=200, cursor=cursor)
+            ids += [r.id for r in page.items if r.status in ("stored", "recovered")]
+            if len(ids) > limit:
+                raise LibraryError(f"more than {limit} recordings match: narrow the search "
+                                   "(e.g. since/until)")
+            cursor = page.next_cursor
+            if cursor is None:
+                return ids
+
     async def row(self, recording_id: str) -> RecordingRow:
         row = await self.store.recordings.get(recording_id)
         if row is None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -59,6 +59,7 @@ REVIEW_ROLES = ("admin", "compliance")
 """Recordings list/view/play, download, export, hold, delete, erasure."""
 POLICY_WRITE_ROLES = ("admin",)
 STREAM_BLOCK = 64 * 1024
+EXPORT_LIMIT = 2000  # recordings in one zip from the API; the command line has no such limit
 WAV_MEDIA_TYPE = "audio/wav"
 
 
@@ -111,10 +112,47 @@ class ReasonBody(BaseModel):
     reason: str = Field(min_length=1, max_length=500, description="Why (kept with the hold or the receipt)")
 
 
+class ExportSearch(BaseModel):
+    """The search whose result is exported (the same filters as ``GET /api/recordings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    caller: str | None = None
+    did: str | None = None
+    agent: str | None = None
+    queue: str | None = None
+    disposition: Disposition | None = None
+    consent: str | None = None
+    call_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    _utc = field_validator("since", "until")(_as_utc)
+
+    def filters(self) -> RecordingFilters:
+        values = self.model_dump()
+        values["disposition"] = self.disposition.value if self.disposition else None
+        return RecordingFilters(**values)
+
+
 class ExportRequest(BaseModel):
+    """Exactly one of: ``ids`` (a call's or a hand-picked set), ``search`` (a search result), or
+    ``all: true`` (everything whose media still exists). At most ``EXPORT_LIMIT`` recordings."""
+
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] = Field(min_length=1, max_length=500, description="Recording ids to export")
+    ids: list[str] | None = Field(None, min_length=1, max_length=EXPORT_LIMIT,
+                                  description="Recording ids to export")
+    search: ExportSearch | None = Field(None, description="Export every recording this search finds")
+    all: bool = Field(False, description="Export every recording whose media still exists")
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> ExportRequest:
+        chosen = [name for name, given in (("ids", self.ids is not None), ("search", self.search is not None),
+                                            ("all", self.all)) if given]
+        if len(chosen) != 1:
+            raise ValueError("give exactly one of ids, search or all (got "
+                             f"{', '.join(chosen) or 'none'})")
+        return self
 
 
 class ErasureRequest(BaseModel):
@@ -349,18 +387,31 @@ class RecordingRoutes:
     async def export(self, request: Request) -> Response:
         await require_role(request, *REVIEW_ROLES)
         body = await parse_body(request, ExportRequest)
+        try:
+            if body.ids is not None:
+                ids = body.ids
+            else:
+                filters = body.search.filters() if body.search is not None else RecordingFilters()
+                ids = await self.library.exportable_ids(filters, limit=EXPORT_LIMIT)
+                if not ids:
+                    raise ApiError(404, "no stored recording matches", "search" if body.search else "all")
+        except LibraryError as exc:
+            raise ApiError(413, exc.message, "search" if body.search else "all") from None
         workdir = Path(tempfile.mkdtemp(prefix="helpline-export-"))
         out = workdir / f"recordings-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.zip"
         try:
-            await self.library.export(body.ids, out)
+            await self.library.export(ids, out)
         except LibraryError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             raise _api_error(exc) from None
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        await audit(request, "export", target_type="recording", target_id=",".join(body.ids)[:64],
-                    detail={"ids": body.ids})  # fmt: skip
+        selection: dict[str, Any] = {"ids": ids}
+        if body.search is not None:
+            selection["search"] = body.search.model_dump(mode="json", exclude_none=True)
+        await audit(request, "export", target_type="recording", target_id=ids[0] if len(ids) == 1 else None,
+                    detail={**selection, "all": body.all})  # fmt: skip
         return FileResponse(out, media_type="application/zip", filename=out.name,
                             background=BackgroundTask(shutil.rmtree, workdir, True))  # fmt: skip
 

@@ -371,6 +371,36 @@ async def test_download_and_export_bundle_verify_offline(world: World, tmp_path:
     await carol.aclose()
 
 
+async def test_export_a_search_result_or_everything(world: World, tmp_path: Path) -> None:
+    """A search result (the same filters as the list) or everything, exactly one selection per request;
+    the audit entry keeps the search and the ids it resolved to."""
+    mine, _ = await world.archive.seal(seconds=2, caller="+15550001111")
+    theirs, _ = await world.archive.seal(seconds=2, caller="+15550002222")
+    carol = await world.client("carol")
+
+    def ids_in(content: bytes) -> set[str]:
+        bundle = tmp_path / "search.zip"
+        bundle.write_bytes(content)
+        with zipfile.ZipFile(bundle) as zf:
+            return {name.split("/")[0] for name in zf.namelist() if name.endswith("/manifest.json")}
+
+    r = await carol.post("/api/recordings/export", json={"search": {"caller": "+15550001111"}})
+    assert r.status_code == 200, r.text
+    assert ids_in(r.content) == {mine.id}
+    r = await carol.post("/api/recordings/export", json={"all": True})
+    assert r.status_code == 200 and ids_in(r.content) >= {mine.id, theirs.id}
+    r = await carol.post("/api/recordings/export", json={"search": {"caller": "+15559999999"}})
+    assert r.status_code == 404 and r.json()["field"] == "search"
+    r = await carol.post("/api/recordings/export", json={"ids": [mine.id], "all": True})
+    assert r.status_code == 422, r.text
+    r = await carol.post("/api/recordings/export", json={})
+    assert r.status_code == 422, r.text
+    exports = [e for e in await world.audit(actor="carol") if e.action == "export"]
+    assert exports[0].detail["search"] == {"caller": "+15550001111"} and exports[0].detail["ids"] == [mine.id]
+    assert exports[1].detail["all"] is True
+    await carol.aclose()
+
+
 async def test_erasure_deletes_what_no_hold_keeps(world: World) -> None:
     phone = "+15557654321"
     gone, _ = await world.archive.seal(seconds=2, caller=phone)
