@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import wave
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,8 @@ import numpy as np
 import pytest
 
 from helpline.recording.audio import find_dtmf
+from helpline.recording.keys import load_public_key
+from helpline.recording.verify import verify_bundle
 from helpline.voice.tones import dominant_tone
 from tests.e2e.queue_support import QueueFloor, api_client, make_agent, presence, state_is, wait_agent
 from tests.e2e.server import REPO, RunningServer, start_server
@@ -437,7 +440,7 @@ async def _record_ivr_call(server: RunningServer, api: httpx.AsyncClient, caller
 
 
 async def test_an_agent_may_not_list_or_play_and_a_reviewer_plays_in_chromium_with_the_play_audited(
-    server: RunningServer, api: httpx.AsyncClient
+    server: RunningServer, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """Real users made with the CLI: an agent gets 403 on the list and on play (each refusal audited);
     a compliance reviewer signs in in headless Chromium, finds the call by its caller, sees the
@@ -479,6 +482,19 @@ async def test_an_agent_may_not_list_or_play_and_a_reviewer_plays_in_chromium_wi
         await page.click("#play")
         await page.wait_for_function("() => document.getElementById('audio').paused", timeout=WAIT_MS)
 
+        # the search result, exported from the page: a bundle that verifies offline
+        await page.goto(server.api + "/ui/recordings.html")
+        await page.fill("input[name=caller]", caller)
+        async with page.expect_download() as download_info:
+            await page.click("#export")
+        bundle = tmp_path / "export.zip"
+        await (await download_info.value).save_as(bundle)
+    public_key = load_public_key(server.data_dir / "recordings" / "keys" / "recording-signing.pub")
+    report = await asyncio.to_thread(verify_bundle, bundle, public_key)
+    assert report.ok, report.to_dict()
+    with zipfile.ZipFile(bundle) as zf:
+        assert f"{rec['id']}/audio.wav" in zf.namelist()
+
     audit = (await api.get("/api/audit", params={"target_id": rec["id"]})).json()["items"]
     plays = [a for a in audit if a["action"] == "play" and a["outcome"] == "ok"]
     assert len(plays) == 1, audit
@@ -487,6 +503,8 @@ async def test_an_agent_may_not_list_or_play_and_a_reviewer_plays_in_chromium_wi
     refused = (await api.get("/api/audit", params={"actor": "alice"})).json()["items"]
     denied = [a for a in refused if a["outcome"] == "denied"]
     assert len(denied) == 3, refused  # the list, the play and the download
+    exports = (await api.get("/api/audit", params={"actor": "carol", "action": "export"})).json()["items"]
+    assert len(exports) == 1 and exports[0]["detail"]["search"] == {"caller": caller}, exports
 
 
 # ---- withdrawal ---------------------------------------------------------------------------------------

@@ -52,6 +52,28 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
+  // The search's result as a zip (WAV, metadata, manifests, consent evidence, ledger, public key) that
+  // `helpline recordings verify --bundle` checks offline. The server audits the export.
+  async function exportResults() {
+    error.hidden = true;
+    const search = Object.fromEntries(query());
+    try {
+      const response = await api("/api/recordings/export", { method: "POST", body: { search }, raw: true });
+      const blob = await response.blob();
+      const disposition = response.headers.get("Content-Disposition") || "";
+      const name = (disposition.match(/filename="?([^";]+)"?/) || [])[1] || "recordings.zip";
+      const url = URL.createObjectURL(blob);
+      const link = el("a", { href: url, download: name, hidden: "" });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (e) {
+      showError(error, e);
+    }
+  }
+
+  document.getElementById("export").addEventListener("click", exportResults);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     load(true);
