@@ -62,6 +62,9 @@ CONFIG = """
 site = "US-TX"
 segment_seconds = 1.0
 encrypt = true
+[recording.dids."+18005550109"]
+mode = "consent"
+include_ivr = true
 [recording.dids."+18005550110"]
 mode = "notify"
 include_ivr = true
@@ -256,6 +259,42 @@ async def test_a_declined_consent_leaves_nothing_under_the_data_dir(
     assert r.json()["items"] == []
     spool = server.data_dir / "spool"
     assert not spool.exists() or not any(spool.iterdir())
+
+
+async def test_a_caller_who_presses_1_is_recorded_and_the_evidence_names_the_prompt_and_the_key(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """A pjsua2 caller on the consent line presses 1 (RFC 2833): the decision is stored as evidence
+    (method dtmf, key 1, the policy and its version, the prompt's id, language and audio hash, UTC
+    times in order), the recording starts only after it and carries the evidence's hash."""
+    since = datetime.now(UTC)
+    result = await asyncio.to_thread(run_pjsua_call, f"sip:{ASK}@127.0.0.1:{FLOOR.sip_port}", [
+        {"op": "wait_answer", "timeout": 5},
+        {"op": "sleep", "ms": 700},
+        {"op": "dtmf", "digits": "1", "method": "rfc2833"},
+        {"op": "wait_remote_hangup", "timeout": 10},  # recorded, queue closed (no agents): goodbye
+    ], timeout=30)
+    assert not result["errors"], result
+    calls = await asyncio.to_thread(server.calls)
+    call = next(c for c in calls if datetime.fromisoformat(c["started_at"].replace("Z", "+00:00")) >= since)
+    (rec,) = await recordings_of(api, call["id"])
+    view = (await api.get(f"/api/recordings/{rec['id']}")).json()
+    (evidence,) = view["consent"]
+    assert (evidence["outcome"], evidence["method"], evidence["response"]) == ("granted", "dtmf", "1")
+    assert evidence["mode"] == "consent" and evidence["policy_id"] == "did:+18005550109"
+    assert len(evidence["policy_version"]) == 12 and evidence["jurisdiction"]["caller"]
+    assert evidence["prompt_id"] and evidence["language"] == "en"
+    assert re.fullmatch(r"[0-9a-f]{64}", evidence["prompt_sha256"] or ""), evidence
+    moments = [datetime.fromisoformat(evidence[k].replace("Z", "+00:00"))
+               for k in ("prompt_started_at", "prompt_ended_at", "responded_at", "decided_at")]
+    assert moments == sorted(moments), evidence
+    started = datetime.fromisoformat(rec["started_at"].replace("Z", "+00:00"))
+    assert started >= moments[-1]  # nothing of the caller before the grant
+    assert rec["consent_ids"][0]["sha256"] == evidence["record_sha256"]
+    assert (await api.get(f"/api/recordings/{rec['id']}/integrity")).json()["status"] == "verified"
+    _left, right = await download(api, rec["id"])
+    assert tone_share(right, 587.0, start_s=0.1, end_s=1.4) > 0.8  # the IVR after the grant is recorded
+    assert tone_share(right, 523.0) == 0.0  # the consent prompt itself came before: not recorded
 
 
 # ---- sensitive node -----------------------------------------------------------------------------------
@@ -597,15 +636,27 @@ async def test_hold_and_a_transfer_to_a_second_agent_stay_in_one_recording(
 
 
 # ---- proof of recording -------------------------------------------------------------------------------
-async def test_reconcile_finds_every_recorded_call_of_this_module_recorded_in_full(
+async def test_reconcile_passes_a_full_recording_and_flags_a_silent_caller(
     server: RunningServer, api: httpx.AsyncClient
 ) -> None:
-    """``helpline recordings reconcile`` over every call this server took (declined, sensitive,
-    withdrawn, transferred, stereo ones, and one more made here): each call that started a recording has
-    a stored one, as long as the call, with both channels live where they should be, that verifies."""
+    """``helpline recordings reconcile`` over two calls on the recorded waiting line: one caller talks
+    and passes; one stays silent (the probe sends no audio), and reconcile flags that recording as
+    one-sided on the caller's channel, exiting 1 so a cron job alerts."""
+    since = datetime.now(UTC)
     await _record_ivr_call(server, api, "+12145550444", 3.0)
-    result = await asyncio.to_thread(_cli, server, "recordings", "reconcile", "--since",
-                                     "2026-01-01T00:00:00", "--settle", "0", "--json")
+    quiet_since = datetime.now(UTC)
+    async with await SipUac.open() as uac, await RtpProbe.open() as probe:
+        call = await FLOOR.call_in(uac, probe, WAITING, caller="+12145550445")
+        await probe.stop_audio()  # a caller whose microphone is dead
+        await asyncio.sleep(3.5)
+        assert await call.bye() == 200
+    quiet = await wait_call_of(server, caller="+12145550445", since=quiet_since)
+    (quiet_rec,) = await recordings_of(api, quiet["id"])
+    result = await asyncio.to_thread(_cli, server, "recordings", "reconcile", "--since", since.isoformat(),
+                                     "--settle", "0", "--json")
     report = json.loads(result.stdout)
-    assert result.returncode == 0 and report["findings"] == [], report
-    assert report["in_scope"] >= 1 and report["ok"] == report["in_scope"], report
+    assert result.returncode == 1, report
+    assert report["in_scope"] == 2 and report["ok"] == 1, report
+    (finding,) = report["findings"]
+    assert (finding["code"], finding["role"]) == ("one_sided", "caller")
+    assert finding["recording_id"] == quiet_rec["id"]
