@@ -230,6 +230,22 @@ async def test_a_recorded_call_has_the_caller_left_and_the_agent_right(
     assert re.search(r"^helpline_recording_writer_backlog 0\.0$", metrics, re.M), metrics
 
 
+# ---- consent by key -----------------------------------------------------------------------------------
+async def _answer_consent(server: RunningServer, key: str) -> dict[str, Any]:
+    """A pjsua2 caller on the consent line keys ``key`` (RFC 2833) and stays until the server hangs up
+    (the support queue has nobody, so the flow says goodbye); returns the call's CDR."""
+    since = datetime.now(UTC)
+    result = await asyncio.to_thread(run_pjsua_call, f"sip:{ASK}@127.0.0.1:{FLOOR.sip_port}", [
+        {"op": "wait_answer", "timeout": 5},
+        {"op": "sleep", "ms": 700},
+        {"op": "dtmf", "digits": key, "method": "rfc2833"},
+        {"op": "wait_remote_hangup", "timeout": 10},
+    ], timeout=30)
+    assert not result["errors"], result
+    calls = await asyncio.to_thread(server.calls)
+    return next(c for c in calls if datetime.fromisoformat(c["started_at"].replace("Z", "+00:00")) >= since)
+
+
 # ---- decline ------------------------------------------------------------------------------------------
 async def test_a_declined_consent_leaves_nothing_under_the_data_dir(
     server: RunningServer, api: httpx.AsyncClient
@@ -237,16 +253,7 @@ async def test_a_declined_consent_leaves_nothing_under_the_data_dir(
     """A pjsua2 caller presses 2 at the consent prompt: no file, segment, row or job exists for the
     call anywhere under the data dir; the decision itself is stored as evidence."""
     before = files_under(server.data_dir)
-    since = datetime.now(UTC)
-    result = await asyncio.to_thread(run_pjsua_call, f"sip:{ASK}@127.0.0.1:{FLOOR.sip_port}", [
-        {"op": "wait_answer", "timeout": 5},
-        {"op": "sleep", "ms": 700},
-        {"op": "dtmf", "digits": "2", "method": "rfc2833"},
-        {"op": "wait_remote_hangup", "timeout": 10},  # declined, queue closed (no agents): goodbye
-    ], timeout=30)
-    assert not result["errors"], result
-    calls = await asyncio.to_thread(server.calls)
-    call = next(c for c in calls if datetime.fromisoformat(c["started_at"].replace("Z", "+00:00")) >= since)
+    call = await _answer_consent(server, "2")
     detail = await call_detail(server, call["id"])
     consent = [e for e in detail["events"] if e["type"] == "recording.consent"]
     assert [c["data"]["outcome"] for c in consent] == ["denied"], consent
@@ -267,16 +274,7 @@ async def test_a_caller_who_presses_1_is_recorded_and_the_evidence_names_the_pro
     """A pjsua2 caller on the consent line presses 1 (RFC 2833): the decision is stored as evidence
     (method dtmf, key 1, the policy and its version, the prompt's id, language and audio hash, UTC
     times in order), the recording starts only after it and carries the evidence's hash."""
-    since = datetime.now(UTC)
-    result = await asyncio.to_thread(run_pjsua_call, f"sip:{ASK}@127.0.0.1:{FLOOR.sip_port}", [
-        {"op": "wait_answer", "timeout": 5},
-        {"op": "sleep", "ms": 700},
-        {"op": "dtmf", "digits": "1", "method": "rfc2833"},
-        {"op": "wait_remote_hangup", "timeout": 10},  # recorded, queue closed (no agents): goodbye
-    ], timeout=30)
-    assert not result["errors"], result
-    calls = await asyncio.to_thread(server.calls)
-    call = next(c for c in calls if datetime.fromisoformat(c["started_at"].replace("Z", "+00:00")) >= since)
+    call = await _answer_consent(server, "1")
     (rec,) = await recordings_of(api, call["id"])
     view = (await api.get(f"/api/recordings/{rec['id']}")).json()
     (evidence,) = view["consent"]
