@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from helpline.events import DomainEvent, EventBus
 from helpline.ivr.channel import EnqueueSpec, HttpPort, NoRecording, RecordingControl
 from helpline.sbc_bridge import InboundCall
+from helpline.sbc_bridge.guard.fraud import OutboundPolicy
 from helpline.voice import PromptCache, RtpSession
 from helpline.voice.prompt_spec import PromptSpec
 
@@ -43,6 +44,7 @@ class LiveChannel:
         on_transferred: Callable[[str], None],
         queues: QueueRuntime | None = None,
         recording: RecordingControl | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.call_id = call_id
         self.caller = call.caller
@@ -57,6 +59,7 @@ class LiveChannel:
         self._on_hangup = on_hangup
         self._on_transferred = on_transferred
         self._queues = queues
+        self._outbound = outbound
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self.masking = False
         # set by the queue while the caller talks to an agent, so SIP INFO digits reach the agent too
@@ -70,6 +73,11 @@ class LiveChannel:
     @property
     def caller_name(self) -> str | None:
         return self._call.caller_name
+
+    @property
+    def verstat(self) -> str | None:
+        """The trunk's STIR/SHAKEN verification result (trusted trunks only), for the agent's offer."""
+        return self._call.verstat
 
     # Input --------------------------------------------------------------------------------------
 
@@ -117,7 +125,21 @@ class LiveChannel:
         await asyncio.sleep(seconds)
 
     async def transfer(self, target: str, timeout: float) -> str:
-        """Blind transfer through the trunk with REFER; the outcome comes from its NOTIFYs."""
+        """Blind transfer through the trunk with REFER; the outcome comes from its NOTIFYs.
+
+        Every transfer of this call (the flow's ``transfer`` node, an agent's REFER handed on by the
+        queue) passes here, so the toll-fraud policy is asked here: a refused target is ``failed``
+        without any REFER leaving, and a ``security.fraud_refused`` event says why.
+        """
+        if self._outbound is not None:
+            verdict = self._outbound.allow_transfer(target)
+            if not verdict.allowed:
+                log.warning("transfer to %r refused by the outbound policy: %s", target, verdict.reason)
+                self._bus.publish(DomainEvent.now("security.fraud_refused", self.call_id, {
+                    "kind": "transfer", "target": target, "destination": verdict.number,
+                    "rule": verdict.rule, "reason": verdict.reason, "trunk": self.trunk,
+                }))
+                return "failed"
         uri = target if target.startswith(("sip:", "sips:", "tel:")) else self._number_uri(target)
         outcome = await self._call.refer(uri, timeout)
         if outcome == "connected":

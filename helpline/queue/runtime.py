@@ -33,6 +33,7 @@ from helpline.queue.engine import EngineEvent, Offer, RoutingEngine
 from helpline.queue.profile import AgentProfile
 from helpline.sbc_bridge import CallEnd
 from helpline.sbc_bridge.agents import AgentCredentials, AgentEdge, AgentLeg, Binding, DialOutcome
+from helpline.sbc_bridge.guard.fraud import OutboundPolicy
 from helpline.voice import MediaBridge, NoCommonCodec, PromptCache, RtpSession, SdpError, SdpSession
 from helpline.voice.engine import MediaEngine, MediaPortsExhausted
 from helpline.voice.prompt_spec import PromptSpec
@@ -99,6 +100,8 @@ class QueueCaller(Protocol):
     def rtp(self) -> RtpSession: ...
     @property
     def caller_name(self) -> str | None: ...
+    @property
+    def verstat(self) -> str | None: ...
     async def next_digit(self, timeout: float) -> str | None: ...
     async def transfer(self, target: str, timeout: float) -> str: ...
 
@@ -158,8 +161,10 @@ class QueueRuntime:
         media_policy: MediaPolicy,
         realm: str,
         clock: Callable[[], float] = time.monotonic,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self._queues = dict(queues)
+        self._outbound = outbound  # toll-fraud policy for agents' transfers to numbers
         self._agents = agents
         self._bus = bus
         self._media = media
@@ -617,6 +622,8 @@ class QueueRuntime:
             "X-Helpline-Did": waiter.caller.did,
             "X-Helpline-Wait": f"{self._clock() - waiter.joined_at:.0f}",
         }
+        if waiter.caller.verstat:
+            headers["X-Helpline-Verstat"] = waiter.caller.verstat
         for key, value in waiter.spec.data.items():
             safe_key = "".join(ch for ch in key.title() if ch.isalnum() or ch == "-")[:32]
             safe_value = "".join(ch for ch in str(value) if ch.isprintable())[:256]
@@ -652,12 +659,13 @@ class QueueRuntime:
             if conversation.transfer_to is not None:
                 return False
             queue = _queue_target(target)
-            if queue not in self._queues and _number_target(target) is None:
+            number = _number_target(target)
+            if queue not in self._queues and number is None:
                 refusal: str | None = "neither a queue nor a number"
             elif queue in self._queues:
                 refusal = self.engine.join_refusal(queue)  # closed, full, nobody staffing it
             else:
-                refusal = None
+                refusal = self._fraud_refusal(waiter, conversation.extension, target, number)
             if refusal is not None:
                 # refused with 403 before anything changes: the conversation simply goes on
                 log.warning("agent %s asked to transfer to %r: %s", conversation.extension, target, refusal)
@@ -691,6 +699,21 @@ class QueueRuntime:
         leg.on_refer = refer
         conversation.agent_rtp.on_timeout = media_lost
         waiter.caller.on_info_digit = caller_info_digit
+
+    def _fraud_refusal(self, waiter: _Waiter, extension: str, target: str, number: str | None) -> str | None:
+        """Why the outbound policy refuses an agent's transfer to a number (None: allowed).
+
+        The number is checked as the trunk will dial it (``tel:``), whatever the Refer-To looked like.
+        """
+        if self._outbound is None or number is None:
+            return None
+        verdict = self._outbound.allow_transfer(f"tel:{number}")
+        if verdict.allowed:
+            return None
+        self._publish_one("security.fraud_refused", waiter.call_id, {
+            "kind": "agent_transfer", "agent": extension, "target": target, "destination": number,
+            "rule": verdict.rule, "reason": verdict.reason})
+        return verdict.reason
 
     def _spawn_dtmf(self, rtp: RtpSession, digit: str, duration_ms: int) -> None:
         """Send a digit as RFC 4733 on ``rtp`` (in the background; a leg without telephone-event

@@ -52,6 +52,9 @@ FLOOR = QueueFloor(sip_port=5400, agent_port=5410, http_port=8140)
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 SUPPORT, SPANISH, ANNOUNCE = "+18005550106", "+18005550107", "+18005550108"
 QUEUE_CONFIG = """
+[security.outbound]
+refer_to_numbers = true
+
 [queues.support]
 ring_timeout_s = 4
 wrapup_s = 1
