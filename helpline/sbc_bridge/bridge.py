@@ -3,7 +3,7 @@
 Binds UDP and TCP on one port, screens every request (source ACL, validation, Max-Forwards, digest,
 numbers, policy) and hands each admitted call to ``on_call`` as an :class:`InboundCall`. Refusals and
 malformed traffic are reported through ``on_security`` (and ``on_refused`` for calls), never raised.
-Screening happens in one place per request, which is where rate limits and bans will plug in.
+Screening happens in one place per request, the edge guard (bans, rate limits, caps) first.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiosipua.message import SipMessage, SipRequest, SipResponse
-from aiosipua.transport import _stamp_via_received
+from aiosipua.message import SipRequest, SipResponse
 
 from .call import InboundCall, RefusedCall
 from .config import EdgePolicy, SipSettings, TrunkConfig
 from .digest import DigestGuard
+from .guard import EdgeGuard
 from .identity import CallIdentity, read_identity
 from .policy import decide_call, match_trunk
-from .transport import EdgeTcpTransport, EdgeTransport, bind_listeners
+from .transport import EdgeTcpTransport, EdgeTransport, bind_listeners, salvage_request
+from .transport_tls import bind_tls_listener
 from .uas import EdgeUas
 from .validation import Problem
 
@@ -43,6 +44,8 @@ class TrunkBridge:
     ``on_call`` runs as its own task per admitted call (errors are logged with the SIP Call-ID and an
     unanswered call is then refused with 500). ``on_security(type, data)`` receives every refusal and
     every malformed message; ``on_refused`` receives each refused INVITE for the CDR store.
+    ``guard`` (shared with the agent listener; None: no guard) screens every request first; the
+    bridge tells it which sources are trunks, which it then never limits per source nor bans.
     """
 
     def __init__(
@@ -53,9 +56,13 @@ class TrunkBridge:
         on_call: OnCall,
         on_security: OnSecurity,
         on_refused: OnRefused | None = None,
+        guard: EdgeGuard | None = None,
     ) -> None:
         self.settings = settings
         self.trunks = tuple(trunks)
+        self.guard = guard
+        if guard is not None:
+            guard.trusted = self.is_trunk_source
         self.policy = policy
         self._on_call = on_call
         self._on_security = on_security
@@ -78,8 +85,20 @@ class TrunkBridge:
 
         try:
             self.local_addresses = await bind_listeners(
-                settings.host, settings.port, settings.transports, self, settings.timer_t1, start
+                settings.host,
+                settings.port,
+                settings.transports,
+                self,
+                settings.timer_t1,
+                start,
+                guard=self.guard,
+                listener="trunk",
             )
+            tls = await bind_tls_listener(
+                settings, self, start, trunks=self.trunks, guard=self.guard, on_security=self._security
+            )
+            if tls is not None:
+                self.local_addresses["tls"] = tls
         except BaseException:
             await self.stop()
             raise
@@ -137,6 +156,10 @@ class TrunkBridge:
     def trunk_for(self, addr: Addr) -> TrunkConfig | None:
         return match_trunk(addr[0], self.trunks)
 
+    def is_trunk_source(self, ip: str) -> bool:
+        """Whether ``ip`` belongs to a configured trunk (the guard's notion of trusted)."""
+        return match_trunk(ip, self.trunks) is not None
+
     def stranger(self, uas: EdgeUas, request: SipRequest, addr: Addr) -> None:
         reject = self.settings.non_trunk_policy == "reject" and request.method.upper() != "ACK"
         self._security(
@@ -164,6 +187,7 @@ class TrunkBridge:
             uas.edge_transport.replies.drop(request)
 
     def malformed(self, uas: EdgeUas, request: SipRequest, addr: Addr, problem: Problem) -> None:
+        code = problem.code
         self._security(
             "security.malformed",
             self._event(request, addr, uas.name, header=problem.header, reason=problem.reason),
@@ -177,12 +201,14 @@ class TrunkBridge:
                     None,
                     addr,
                     uas.name,
-                    400,
+                    code,
                     problem.reason,
                 )
             )
         if request.method.upper() != "ACK":
-            uas.send_error_to(request, addr, 400, "Bad Request", problem.reason)
+            uas.send_error_to(
+                request, addr, code, problem.reason_phrase, problem.reason, headers=dict(problem.headers)
+            )
 
     def too_many_hops(self, uas: EdgeUas, request: SipRequest, addr: Addr, trunk: TrunkConfig) -> None:
         self._security(
@@ -207,7 +233,7 @@ class TrunkBridge:
                 ),
             )
             return
-        salvaged = _salvage(data, addr)
+        salvaged = salvage_request(data, addr)
         self._security(
             "security.malformed",
             self._event(
@@ -237,6 +263,11 @@ class TrunkBridge:
         if trunk.credentials is not None and not self._authenticated(uas, request, addr, trunk):
             return
         identity = read_identity(request, trunk)
+        if identity.stripped:
+            self._security(
+                "security.identity_stripped",
+                self._event(request, addr, uas.name, trunk=trunk.name, stripped=list(identity.stripped)),
+            )
         decision = decide_call(trunk, identity.caller, identity.did, self.policy)
         if not decision.accepted:
             self._refuse(
@@ -303,6 +334,8 @@ class TrunkBridge:
                 request, addr, uas.name, header="Authorization", reason=verdict.reason, trunk=trunk.name
             ),
         )
+        if self.guard is not None:  # a trunk's own account is never locked: no user given
+            self.guard.auth_failed("trunk", uas.name, addr, None, verdict.reason)
         self._refused(
             RefusedCall(request.call_id or "", trunk.name, None, None, addr, uas.name, 403, verdict.reason)
         )
@@ -331,18 +364,3 @@ class TrunkBridge:
             RefusedCall(request.call_id or "", trunk.name, caller, did, addr, uas.name, code, reason)
         )
         uas.send_error(request, code, "Forbidden" if code == 403 else "Not Found" if code == 404 else reason)
-
-
-def _salvage(data: bytes, addr: Addr) -> SipRequest | None:
-    """Re-read the headers of a message whose start line was unusable, to address a 400 to it."""
-    _, sep, rest = data.partition(b"\n")
-    if not sep:
-        return None
-    try:
-        message = SipMessage.parse(b"OPTIONS sip:invalid SIP/2.0\r\n" + rest)
-    except Exception:
-        return None
-    if not isinstance(message, SipRequest):
-        return None
-    _stamp_via_received(message, addr)
-    return message

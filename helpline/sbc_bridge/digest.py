@@ -58,7 +58,10 @@ class DigestGuard:
     def _nonce_fresh(self, nonce: str) -> bool | None:
         """True when ours and fresh, False when ours but expired, None when not ours."""
         parts = nonce.split(".")
-        if len(parts) != 3 or not hmac.compare_digest(parts[2], self._sign(parts[0], parts[1])):
+        # compare bytes: compare_digest raises TypeError on non-ASCII str
+        if len(parts) != 3 or not hmac.compare_digest(
+            parts[2].encode(), self._sign(parts[0], parts[1]).encode()
+        ):
             return None
         try:
             age = time.time() - int(parts[0])
@@ -106,7 +109,7 @@ class DigestGuard:
             cnonce=params.get("cnonce"),
         )
         if expected is None or not hmac.compare_digest(
-            expected.params["response"], params.get("response", "")
+            expected.params["response"].encode(), params.get("response", "").encode()
         ):
             return DigestVerdict(False, "wrong digest response", False)
         self._remember(nonce, nc)

@@ -21,8 +21,9 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from aiosipua.message import MAX_HEADERS as MAX_PARSED_HEADERS
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 from aiosipua.transport import (
     MAX_BODY_BYTES,
@@ -32,10 +33,18 @@ from aiosipua.transport import (
     _stamp_via_received,
 )
 
+from .responses import copy_transaction_headers
+from .validation import receiving, response_problem, validate_request
+
+if TYPE_CHECKING:
+    from .guard import EdgeGuard, Listener
+
 logger = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 _MAX_TCP_ROUTES = 8192
+_TRANSACTION_HEADERS = (b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq")
+_MAX_COPIED_VIAS = 20
 _Key = tuple[str, str, str]
 
 
@@ -174,30 +183,46 @@ class ReplyMemory:
         self._entries.clear()
 
 
-def _dispatch_parsed(transport: Any, data: bytes, addr: Addr, hooks: TransportHooks | None) -> None:
-    """Parse ``data`` and hand it on; report parse failures and absorb retransmissions."""
+def _dispatch_parsed(
+    transport: Any, data: bytes, addr: Addr, hooks: TransportHooks | None
+) -> SipRequest | SipResponse | None:
+    """Parse ``data`` and hand it on; report parse failures and absorb retransmissions.
+
+    Returns the parsed message (None when it did not parse). With a guard, garbage from an
+    untrusted source is reported at most once a second and counts toward its flood ban.
+    """
     try:
         message = SipMessage.parse(data)
         if isinstance(message, SipRequest):
             _stamp_via_received(message, addr)
     except Exception as exc:
+        guard: EdgeGuard | None = transport.guard
+        if guard is not None and not guard.unparseable(transport.listener, transport.name, addr):
+            return None
         logger.warning("unparseable SIP message from %s:%s over %s: %s", *addr, transport.name, exc)
         if hooks is not None:
             hooks.on_unparseable(transport, data, addr, f"unparseable message: {exc}")
-        return
+        return None
+    if isinstance(message, SipResponse) and (problem := response_problem(data, message)) is not None:
+        # e.g. a status code that is not three digits (RFC 4475 bigcode), a CSeq "² INVITE": no
+        # transaction may take it
+        logger.info("discarding a response from %s:%s: %s", *addr, problem.reason)
+        return None
     if isinstance(message, SipRequest):
-        if transport.name == "tcp":
+        if isinstance(transport, EdgeTcpTransport):  # TLS too: replies go back on the connection
             transport.note_request(message, addr)
         if transport.replies.replay(message, transport.send_reply):
-            return
+            return message
     if transport.on_message is None:
-        return
+        return message
     try:
-        transport.on_message(message, addr)
+        with receiving(data):  # validation also checks the raw start line the parser smoothed over
+            transport.on_message(message, addr)
     except Exception:
         logger.exception(
             "error handling SIP message from %s:%s", *addr, extra={"sip_call_id": message.call_id}
         )
+    return message
 
 
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -235,7 +260,14 @@ class _EdgeDatagramProtocol(asyncio.DatagramProtocol):
         self._owner._udp_transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        _dispatch_parsed(self._owner, data, (str(addr[0]), int(addr[1])), self._owner.hooks)
+        owner = self._owner
+        source = (str(addr[0]), int(addr[1]))
+        guard = owner.guard
+        if guard is not None and not guard.admit_bytes(owner.listener, "udp", source, len(data)):
+            return
+        if len(data) <= 4 and not data.strip():  # a CRLF keepalive from a phone behind NAT
+            return
+        _dispatch_parsed(owner, data, source, owner.hooks)
 
     def error_received(self, exc: Exception) -> None:
         logger.warning("UDP socket error: %s", exc)
@@ -247,6 +279,8 @@ class EdgeUdpTransport(UdpSipTransport):
 
     hooks: TransportHooks | None = field(default=None, repr=False)
     t1: float = 0.5
+    guard: EdgeGuard | None = field(default=None, repr=False)
+    listener: Listener = "trunk"
     name: str = field(default="udp", init=False)
 
     def __post_init__(self) -> None:
@@ -271,6 +305,21 @@ class EdgeUdpTransport(UdpSipTransport):
         await super().stop()
 
 
+def salvage_request(data: bytes, addr: Addr) -> SipRequest | None:
+    """Re-read the headers of a message whose start line was unusable, to address a 400 to it."""
+    _, sep, rest = data.partition(b"\n")
+    if not sep:
+        return None
+    try:
+        message = SipMessage.parse(b"OPTIONS sip:invalid SIP/2.0\r\n" + rest)
+    except Exception:
+        return None
+    if not isinstance(message, SipRequest):
+        return None
+    _stamp_via_received(message, addr)
+    return message
+
+
 class FramingError(ValueError):
     """A TCP message whose length cannot be determined; the stream is lost after it."""
 
@@ -280,36 +329,68 @@ class FramingError(ValueError):
         self.head = head
 
 
-async def read_framed_message(reader: asyncio.StreamReader) -> bytes | None:
+class MessageTooLarge(FramingError):
+    """A stream message over a cap: 513, then close. ``cap`` names it (``stream_message_bytes``, or
+    ``header_lines`` for more header lines than the parser takes); ``size`` is at least what was
+    seen, ``limit`` the cap."""
+
+    def __init__(self, cap: str, size: int, limit: int, head: bytes) -> None:
+        super().__init__(f"{cap}: {size} over {limit}", head)
+        self.cap = cap
+        self.size = size
+        self.limit = limit
+
+
+async def read_framed_message(reader: asyncio.StreamReader, max_bytes: int | None = None) -> bytes | None:
     """Read one SIP message from a stream by its Content-Length; None at EOF.
 
-    Blank lines between messages (CRLF keepalives, RFC 5626) are skipped.
+    Blank lines between messages (CRLF keepalives, RFC 5626) are skipped. With ``max_bytes`` a
+    message larger than that, or with more header lines than the parser accepts, is refused
+    before its body is read.
 
     Raises:
+        MessageTooLarge: ``max_bytes`` is set and the message is larger (or has too many lines).
         FramingError: The header section is too large, or Content-Length is not a non-negative
             integer within the body cap.
     """
     head = bytearray()
+    lines = 0
     while True:
-        line = await reader.readline()
+        try:
+            line = await reader.readline()
+        except ValueError as exc:  # one line over the stream reader's limit
+            if max_bytes is None:
+                raise FramingError(f"header line too long: {exc}", bytes(head[:4096])) from exc
+            size = max(len(head), max_bytes) + 1
+            raise MessageTooLarge("stream_message_bytes", size, max_bytes, bytes(head)) from exc
         if not line:
             return None
         if not head and line in (b"\r\n", b"\n"):
             continue
         head.extend(line)
+        lines += 1
+        if max_bytes is not None:
+            if len(head) > max_bytes:
+                raise MessageTooLarge("stream_message_bytes", len(head), max_bytes, bytes(head))
+            if lines > MAX_PARSED_HEADERS + 2:  # start line and blank line besides the headers
+                raise MessageTooLarge("header_lines", lines, MAX_PARSED_HEADERS, bytes(head[:4096]))
         if len(head) > MAX_HEADER_BYTES:
             raise FramingError(f"header section over {MAX_HEADER_BYTES} bytes", bytes(head[:4096]))
         if line in (b"\r\n", b"\n"):
             break
-    length = 0
+    length: int | None = None
     for raw_line in bytes(head).split(b"\n")[1:]:
         name, sep, value = raw_line.partition(b":")
         if sep and name.strip().lower() in (b"content-length", b"l"):
             text = value.strip().decode("latin-1")
-            if not text.isdigit():
-                raise FramingError(f"bad Content-Length {text!r}", bytes(head))
+            if not (0 < len(text) <= 10 and text.isascii() and text.isdigit()):  # not "²", not 5000 digits
+                raise FramingError(f"bad Content-Length {text[:32]!r}", bytes(head))
+            if length is not None and int(text) != length:  # which one frames the body? (mcl01)
+                raise FramingError(f"conflicting Content-Length values {length} and {text}", bytes(head))
             length = int(text)
-            break
+    length = length or 0
+    if max_bytes is not None and len(head) + length > max_bytes:
+        raise MessageTooLarge("stream_message_bytes", len(head) + length, max_bytes, bytes(head))
     if length > MAX_BODY_BYTES:
         raise FramingError(f"Content-Length {length} over {MAX_BODY_BYTES}", bytes(head))
     if length:
@@ -323,6 +404,8 @@ class EdgeTcpTransport(TcpSipTransport):
 
     hooks: TransportHooks | None = field(default=None, repr=False)
     t1: float = 0.5
+    guard: EdgeGuard | None = field(default=None, repr=False)
+    listener: Listener = "trunk"
     name: str = field(default="tcp", init=False)
     _routes: dict[str, Addr] = field(default_factory=dict, init=False, repr=False)
 
@@ -359,15 +442,49 @@ class EdgeTcpTransport(TcpSipTransport):
         return addr in self._connections
 
     async def _handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one connection to its end; with a guard, it must be admitted and speak SIP in time.
+
+        The guard may refuse the connection at once (a banned source, too many idle connections from
+        it). Until its first message that parses and validates, the connection counts as idle and is
+        closed after ``first_message_timeout_s``. A message over the stream cap gets 513 and the
+        connection is closed (its framing can no longer be trusted to be worth reading).
+        """
         peer = writer.get_extra_info("peername")
         addr = (str(peer[0]), int(peer[1])) if peer else ("0.0.0.0", 0)
+        guard = self.guard
+        if guard is not None and not guard.admit_connection(self.listener, self.name, addr):
+            writer.transport.abort()
+            return
         self._connections[addr] = (reader, writer)
+        validated = guard is None
+        max_bytes = guard.settings.caps.stream_message_bytes if guard is not None else None
+        deadline = (
+            asyncio.get_running_loop().time() + guard.settings.tcp.first_message_timeout_s
+            if guard is not None
+            else 0.0
+        )
         try:
             while True:
-                data = await read_framed_message(reader)
+                if validated:
+                    data = await read_framed_message(reader, max_bytes)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        data = await read_framed_message(reader, max_bytes)
                 if data is None:
                     break
-                _dispatch_parsed(self, data, addr, self.hooks)
+                if guard is not None and not guard.admit_bytes(self.listener, self.name, addr, len(data)):
+                    break  # a source banned while connected
+                message = _dispatch_parsed(self, data, addr, self.hooks)
+                if not validated and self._valid_first(message):
+                    validated = True
+                    if guard is not None:
+                        guard.connection_validated(self.listener, addr)
+        except TimeoutError:
+            logger.debug("no valid SIP message from %s:%s over %s in time; closing", *addr, self.name)
+        except MessageTooLarge as exc:
+            if guard is not None:
+                guard.oversize(self.listener, self.name, addr, exc.cap, exc.size, exc.limit)
+            self._too_large(exc.head, addr, writer)
         except FramingError as exc:
             logger.warning("TCP framing lost from %s:%s: %s", *addr, exc.reason)
             if self.hooks is not None:
@@ -378,12 +495,49 @@ class EdgeTcpTransport(TcpSipTransport):
             self._connections.pop(addr, None)
             for branch in [b for b, a in self._routes.items() if a == addr]:
                 del self._routes[branch]
+            if guard is not None:
+                guard.connection_closed(self.listener, addr, validated)
             writer.close()
             try:
                 async with asyncio.timeout(5):
                     await writer.wait_closed()
             except (ConnectionError, TimeoutError):
                 pass
+
+    @staticmethod
+    def _valid_first(message: SipRequest | SipResponse | None) -> bool:
+        """Whether ``message`` proves the peer speaks SIP: a request that passes validation."""
+        return isinstance(message, SipRequest) and validate_request(message, stream=True) is None
+
+    def _too_large(self, head: bytes, addr: Addr, writer: asyncio.StreamWriter) -> None:
+        """Answer 513 on the connection, addressed to the request when its head tells enough.
+
+        Only the transaction headers are read from the head (the first few Vias at most): the head
+        may be far too long, or have too many lines, for the parser.
+        """
+        response = SipResponse(status_code=513, reason_phrase="Message Too Large")
+        lines = head.split(b"\n")
+        kept, vias = [lines[0]], 0
+        for line in lines[1:]:
+            name = line.partition(b":")[0].strip().lower()
+            if name in (b"via", b"v"):
+                vias += 1
+                if vias > _MAX_COPIED_VIAS:
+                    continue
+            elif name not in _TRANSACTION_HEADERS:
+                continue
+            kept.append(line.rstrip(b"\r"))
+        try:
+            request = SipMessage.parse(b"\r\n".join(kept) + b"\r\n\r\n")
+        except Exception:
+            request = None
+        if isinstance(request, SipRequest) and request.headers.get("via"):
+            copy_transaction_headers(request, response)
+        logger.info("message over the stream cap from %s:%s over %s; 513 and close", *addr, self.name)
+        try:
+            writer.write(bytes(response))
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("could not send 513 to %s:%s: %s", *addr, exc)
 
     async def stop(self) -> None:
         self.replies.close()
@@ -393,6 +547,26 @@ class EdgeTcpTransport(TcpSipTransport):
 EdgeTransport = EdgeUdpTransport | EdgeTcpTransport
 
 
+def free_port_for_udp_and_tcp(host: str) -> int:
+    """An ephemeral port free for both UDP and TCP on ``host``.
+
+    Binding UDP to port 0 and then TCP to the port UDP got fails now and then (that TCP port is
+    someone's already); this asks the kernel for a TCP port and keeps it only if UDP can have it too.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise OSError(f"no port free for both UDP and TCP on {host}")
+
+
 async def bind_listeners(
     host: str,
     port: int,
@@ -400,19 +574,25 @@ async def bind_listeners(
     hooks: TransportHooks,
     t1: float,
     start: Callable[[str, EdgeTransport], Awaitable[None]],
+    *,
+    guard: EdgeGuard | None = None,
+    listener: Listener = "trunk",
 ) -> dict[str, Addr]:
     """Create and start one transport per name on one port; the bound address of each.
 
     UDP goes first, so with ``port`` 0 the others take the ephemeral port UDP was given (one port
     for every transport, as RFC 3263 expects). ``start(name, transport)`` wraps and starts each one.
+    Every transport asks ``guard`` (None: no guard) as the ``listener`` it serves.
     """
     bound: dict[str, Addr] = {}
+    if port == 0 and len(transports) > 1:
+        port = free_port_for_udp_and_tcp(host)
     for name in sorted(transports, key=lambda n: n != "udp"):
         local = (host, port)
         transport: EdgeTransport = (
-            EdgeUdpTransport(local_addr=local, hooks=hooks, t1=t1)
+            EdgeUdpTransport(local_addr=local, hooks=hooks, t1=t1, guard=guard, listener=listener)
             if name == "udp"
-            else EdgeTcpTransport(local_addr=local, hooks=hooks, t1=t1)
+            else EdgeTcpTransport(local_addr=local, hooks=hooks, t1=t1, guard=guard, listener=listener)
         )
         await start(name, transport)
         port = transport.local_addr[1]

@@ -2,7 +2,9 @@
 
 Gaps in aiosipua's ``SipUAS`` fixed here (each is exercised by tests/sbc_bridge):
 
-- Every request is screened first: source ACL (drop or 403 before anything else is looked at),
+- Every request is screened first: the edge guard (scanner User-Agents, size caps, rate limits; a
+  drop is remembered so retransmissions stay unanswered), then the source ACL (drop or 403 before
+  anything else is looked at),
   validation with the offending header named in the 400 and the security event, Max-Forwards 0 → 483.
 - A retransmitted INVITE is answered from the transaction's last response (see ReplyMemory in
   :mod:`.transport`); aiosipua created a second call for it. A same-Call-ID INVITE that is not a
@@ -34,6 +36,7 @@ from aiosipua.utils import format_addr
 
 from .config import SipSettings, TrunkConfig
 from .dtmf import DTMF_CONTENT_TYPES, parse_dtmf_info
+from .guard import Verdict
 from .leg import ALLOW, SUPPORTED, EdgeCall, SipLeg
 from .outbound import InDialogRequests
 from .responses import copy_transaction_headers
@@ -94,7 +97,7 @@ class EdgeUas(SipUAS):
         return self.advertised_addr or self.transport.local_addr
 
     def contact_value(self) -> str:
-        suffix = ";transport=tcp" if self.name == "tcp" else ""
+        suffix = "" if self.name == "udp" else f";transport={self.name}"  # tcp or tls
         return f"<sip:{format_addr(*self.signalling_addr())}{suffix}>"
 
     # --- dispatch ---
@@ -107,6 +110,12 @@ class EdgeUas(SipUAS):
         self._handle_request(msg, addr)
 
     def _handle_request(self, request: SipRequest, addr: Addr) -> None:
+        guard = self.edge_transport.guard
+        if guard is not None:
+            verdict = guard.screen(self.edge_transport.listener, self.name, request, addr)
+            if verdict.action != "pass":
+                self._screened_out(request, verdict)
+                return
         trunk = self.hooks.trunk_for(addr)
         if trunk is None:
             self.hooks.stranger(self, request, addr)
@@ -129,6 +138,13 @@ class EdgeUas(SipUAS):
             self._handle_invite_from(request, addr, trunk)
         else:
             handler(request, addr)
+
+    def _screened_out(self, request: SipRequest, verdict: Verdict) -> None:
+        """The guard refused ``request``: answer it as told, or drop it (and its retransmissions)."""
+        if verdict.action == "reject" and request.method.upper() != "ACK":
+            self.send_error(request, verdict.code, verdict.reason, headers=dict(verdict.headers))
+        elif verdict.remembered:
+            self.edge_transport.replies.drop(request)
 
     def send_error(
         self,
@@ -168,16 +184,27 @@ class EdgeUas(SipUAS):
             response.headers.set_single("Server", self.user_agent)
         self.transport.send_reply(response)
 
-    def send_error_to(self, request: SipRequest, addr: Addr, code: int, reason: str, warning: str) -> None:
+    def send_error_to(
+        self,
+        request: SipRequest,
+        addr: Addr,
+        code: int,
+        reason: str,
+        warning: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Like :meth:`send_error`, but over TCP a request without Via is answered on its connection."""
         if request.headers.get("via") or not self.edge_transport.reliable:
-            self.send_error(request, code, reason, warning=warning)
+            self.send_error(request, code, reason, warning=warning, headers=headers)
             return
         response = SipResponse(status_code=code, reason_phrase=reason)
         for name in ("From", "To", "Call-ID", "CSeq"):
             value = request.headers.get_first(name)
             if value:
                 response.headers.set_single(name, value)
+        for name, value in (headers or {}).items():
+            response.headers.set_single(name, value)
         response.headers.set_single("Warning", '399 - "{}"'.format(warning.replace('"', "'")))
         self.transport.send(response, addr)
 

@@ -91,7 +91,10 @@ class AgentDigest:
 
     def _nonce_state(self, nonce: str, source_ip: str) -> Literal["fresh", "stale", "foreign"]:
         parts = nonce.split(".")
-        if len(parts) != 3 or not hmac.compare_digest(parts[2], self._sign(parts[0], parts[1], source_ip)):
+        # compare bytes: compare_digest raises TypeError on non-ASCII str (a fuzzer's "1.2.é")
+        if len(parts) != 3 or not hmac.compare_digest(
+            parts[2].encode(), self._sign(parts[0], parts[1], source_ip).encode()
+        ):
             return "foreign"
         try:
             age = time.time() - int(parts[0])
@@ -145,7 +148,7 @@ class AgentDigest:
         ha1 = credentials.ha1_sha256 if algorithm == "SHA-256" else credentials.ha1_md5
         ha2 = _hash(algorithm, f"{request.method.upper()}:{params.get('uri', '')}")
         expected = _hash(algorithm, f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
-        matches = hmac.compare_digest(expected, params.get("response", "").lower())
+        matches = hmac.compare_digest(expected.encode(), params.get("response", "").lower().encode())
         if known is None:
             return AuthVerdict("failed", username=username, reason="unknown extension")
         if not matches:

@@ -4,7 +4,7 @@ A second listener next to the trunk edge, on its own port (5070 by default, UDP 
 nothing of queues: it keeps bindings, reports them through ``on_bindings``, places calls to them
 with :meth:`AgentEdge.dial`, and reports every failed authentication or malformed message through
 ``on_security``. Screening happens for every request at one point (:meth:`AgentEdge._on_request`),
-where rate limits and bans will plug in.
+the edge guard (bans, rate limits, caps) first; digest outcomes feed its failure windows.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from typing import Any
 
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
+from ..guard import EdgeGuard
 from ..transport import (
     EdgeTransport,
     _cseq_method,
     _top_branch,
     bind_listeners,
+    salvage_request,
 )
-from ..validation import max_forwards_exhausted, validate_request
+from ..transport_tls import bind_tls_listener
+from ..validation import max_forwards_exhausted, received_size, validate_request
 from .auth import AgentDigest, AuthVerdict
 from .binding import Binding
 from .invite_client import InviteClient
@@ -53,6 +56,8 @@ class AgentEdge:
     ``on_bindings(extension, bindings)`` runs after any change of that agent's bindings.
     ``on_security(type, data)`` receives ``security.agent_auth_failed``, ``security.malformed`` and
     ``security.agent_foreign_in_dialog`` events. Handler errors are logged, never raised.
+    ``guard`` (shared with the trunk bridge; None: no guard) screens every request first and hears
+    every digest outcome: it bans cracking sources and locks attacked users.
     """
 
     def __init__(
@@ -62,8 +67,10 @@ class AgentEdge:
         credentials: Callable[[str], AgentCredentials | None],
         on_bindings: OnBindings,
         on_security: OnSecurity,
+        guard: EdgeGuard | None = None,
     ) -> None:
         self.settings = settings
+        self.guard = guard
         self._credentials = credentials
         self._on_bindings = on_bindings
         self._on_security = on_security
@@ -93,8 +100,20 @@ class AgentEdge:
 
         try:
             self.local_addresses = await bind_listeners(
-                settings.host, settings.port, settings.transports, self, settings.timer_t1, start
+                settings.host,
+                settings.port,
+                settings.transports,
+                self,
+                settings.timer_t1,
+                start,
+                guard=self.guard,
+                listener="agents",
             )
+            tls = await bind_tls_listener(
+                settings, self, start, guard=self.guard, listener="agents", on_security=self._security
+            )
+            if tls is not None:
+                self.local_addresses["tls"] = tls
         except BaseException:
             await self.stop()
             raise
@@ -236,11 +255,29 @@ class AgentEdge:
     # --- dispatch ---
 
     def on_unparseable(self, transport: EdgeTransport, data: bytes, addr: Addr, reason: str) -> None:
-        """TransportHooks: bytes that are no SIP message (reported; UDP garbage gets no answer)."""
+        """TransportHooks: bytes that are no SIP message (reported; UDP garbage gets no answer).
+
+        On a stream the peer is answered 400 on its connection before the transport closes it (the
+        framing is lost), addressed to the request when its headers can still be read.
+        """
         self._security(
             "security.malformed",
             {"source": _source(addr), "transport": transport.name, "header": "message", "reason": reason},
         )
+        wire = self._wires.get(transport.name)
+        if wire is None or not transport.reliable or data.lstrip().upper().startswith(b"ACK "):
+            return
+        warning = ("Warning", '399 - "{}"'.format(reason.replace('"', "'")))
+        salvaged = salvage_request(data, addr)
+        if salvaged is not None and salvaged.headers.get("via"):
+            response = wire.response(salvaged, 400, "Bad Request", (warning,))
+        else:
+            response = SipResponse(status_code=400, reason_phrase="Bad Request")
+            response.headers.set_single(*warning)
+        try:
+            wire.send(response, addr)
+        except (OSError, RuntimeError) as exc:
+            logger.info("could not answer unparseable bytes from %s: %s", _source(addr), exc)
 
     def _on_message(self, wire: AgentWire, message: SipMessage, addr: Addr) -> None:
         try:
@@ -266,6 +303,14 @@ class AgentEdge:
 
     def _on_request(self, wire: AgentWire, request: SipRequest, addr: Addr) -> None:
         method = request.method.upper()
+        if self.guard is not None:
+            verdict = self.guard.screen("agents", wire.name, request, addr)
+            if verdict.action != "pass":
+                if verdict.action == "reject" and method != "ACK":
+                    wire.reply(request, verdict.code, verdict.reason, verdict.headers)
+                elif verdict.remembered:
+                    wire.transport.replies.drop(request)
+                return
         problem = validate_request(request, stream=wire.reliable)
         if problem is not None:
             self._security(
@@ -273,7 +318,8 @@ class AgentEdge:
                 self._event(request, addr, wire, header=problem.header, reason=problem.reason),
             )
             if method != "ACK" and request.headers.get("via"):
-                wire.reply(request, 400, "Bad Request", (("Warning", f'399 - "{problem.reason}"'),))
+                headers = (*problem.headers, ("Warning", problem.warning))
+                wire.reply(request, problem.code, problem.reason_phrase, headers)
             return
         if method != "ACK" and max_forwards_exhausted(request):
             wire.reply(request, 483, "Too Many Hops")
@@ -285,13 +331,31 @@ class AgentEdge:
         elif method == "REGISTER":
             self._register(wire, request, addr)
         elif method == "OPTIONS":
-            wire.reply(request, 200, "OK", (("Allow", ALLOW), ("Accept", "application/sdp")))
+            self._options(wire, request, addr)
         elif method == "INVITE":
             self._agent_invite(wire, request, addr)
         elif method in _KNOWN_UNSUPPORTED:
             wire.reply(request, 405, "Method Not Allowed", (("Allow", ALLOW),))
         else:
             wire.reply(request, 501, "Not Implemented", (("Allow", ALLOW),))
+
+    def _options(self, wire: AgentWire, request: SipRequest, addr: Addr) -> None:
+        """200 to OPTIONS (a phone's keepalive), never larger than the request (A1: no amplification).
+
+        A reflected OPTIONS with a spoofed source must not make us a traffic amplifier: the
+        capabilities are left out when they would make the answer bigger, and a request too small
+        for even the bare answer is not answered (a real phone's carries Contact, Max-Forwards...);
+        it is counted in the guard's drops, not reported one by one.
+        """
+        budget = received_size(request)
+        for headers in ((("Allow", ALLOW), ("Accept", "application/sdp")), ()):
+            response = wire.response(request, 200, "OK", headers)
+            if len(bytes(response)) <= budget:
+                wire.send_reply(response)
+                return
+        logger.debug("OPTIONS of %d bytes from %s:%s unanswered: smaller than its answer", budget, *addr)
+        if self.guard is not None:
+            self.guard.dropped[("agents", "amplification")] += 1
 
     def _in_dialog(self, wire: AgentWire, request: SipRequest, addr: Addr) -> None:
         method = request.method.upper()
@@ -323,8 +387,15 @@ class AgentEdge:
     def _authenticate(self, wire: AgentWire, request: SipRequest, addr: Addr) -> str | None:
         """The extension that proved itself, or None after answering with a challenge."""
         verdict = self._auth.verify(request, addr[0], self._lookup)
-        if verdict.kind == "ok":
-            return verdict.extension
+        if verdict.kind == "ok" and verdict.extension is not None:
+            if self.guard is None:
+                return verdict.extension
+            if not self.guard.user_locked(verdict.extension):
+                self.guard.auth_succeeded(addr, verdict.extension)
+                return verdict.extension
+            # locked: the right password gets exactly what a wrong one gets (no oracle), and counts
+            # like one, or the source's ban arriving one attempt late would tell the password apart
+            verdict = AuthVerdict("failed", username=verdict.username, reason="user locked")
         self._challenge(wire, request, addr, verdict)
         return None
 
@@ -335,6 +406,8 @@ class AgentEdge:
                 "security.agent_auth_failed",
                 self._event(request, addr, wire, extension=verdict.username, reason=verdict.reason),
             )
+            if self.guard is not None:
+                self.guard.auth_failed("agents", wire.name, addr, verdict.username, verdict.reason)
         headers = [
             ("WWW-Authenticate", value)
             for value in self._auth.challenges(addr[0], stale=verdict.kind == "stale")
@@ -348,12 +421,13 @@ class AgentEdge:
         to_addr = request.to_addr
         aor_user = to_addr.uri.user if to_addr is not None else None
         if aor_user != extension:
+            reason = f"registers another AOR {aor_user!r}"
             self._security(
                 "security.agent_auth_failed",
-                self._event(
-                    request, addr, wire, extension=extension, reason=f"registers another AOR {aor_user!r}"
-                ),
+                self._event(request, addr, wire, extension=extension, reason=reason),
             )
+            if self.guard is not None:
+                self.guard.auth_failed("agents", wire.name, addr, extension, reason)
             wire.reply(request, 403, "Forbidden")
             return
         reply = self._registrar.register(extension, request, addr, wire.name)
@@ -362,6 +436,18 @@ class AgentEdge:
     def _agent_invite(self, wire: AgentWire, request: SipRequest, addr: Addr) -> None:
         extension = self._authenticate(wire, request, addr)
         if extension is None:
+            return
+        # Outbound calling is not built; the toll-fraud policy still decides first, so what a stolen
+        # credential tried (premium ranges, a burst) is reported with the reason. A refusal by policy
+        # is a plain 403: the reason goes to the event, not to the phone.
+        verdict = self.guard.outbound.check_agent_dial(extension, request.uri) if self.guard else None
+        if verdict is not None and not verdict.allowed:
+            logger.warning("agent %s may not call %s: %s", extension, verdict.number, verdict.reason)
+            self._security("security.fraud_refused", self._event(
+                request, addr, wire, kind="agent_call", agent=extension, destination=verdict.number,
+                rule=verdict.rule, reason=verdict.reason,
+            ))
+            wire.reply(request, 403, "Forbidden")
             return
         logger.info("outbound call attempt from agent %s refused (not enabled)", extension)
         wire.reply(request, 403, "Outbound calls not enabled")
