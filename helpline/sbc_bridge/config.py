@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -16,6 +17,25 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from .numbers import is_e164
 
 RFC4028_MIN_SE = 90
+
+
+TlsVersion = Literal["1.2", "1.3"]
+
+
+def tls_pair_complete(certificate: Path | None, key: Path | None) -> None:
+    """A TLS listener's certificate and key come together: both set, or both left to be generated."""
+    if (certificate is None) != (key is None):
+        raise ValueError(
+            "tls_certificate and tls_key must be set together "
+            "(leave both unset to use a generated self-signed pair)"
+        )
+
+
+def port_or_off(value: object) -> object:
+    """``"off"`` (or false) turns an optional listener off: TOML and environment variables have no null."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "")):
+        return None
+    return value
 
 
 def unique_transports(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -33,6 +53,10 @@ class SipSettings(BaseModel):
     is set, which exists for tests that cannot wait minutes for a dead session. ``timer_t1`` is the
     RFC 3261 T1 (all retransmission and timeout timers scale from it); tests shorten it to see an ACK
     timeout in seconds rather than 32 s.
+
+    ``tls_port`` is the SIP-over-TLS listener (0: ephemeral, ``"off"``: none). ``tls_certificate`` and
+    ``tls_key`` are PEM files; left unset, :func:`helpline.sbc_bridge.guard.tls.resolve_tls` fills them
+    with a self-signed pair generated once, so the embedded default still speaks TLS.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,11 +72,25 @@ class SipSettings(BaseModel):
     user_agent: str | None = None
     max_forwards: int = Field(default=70, ge=1, le=255)
     timer_t1: float = Field(default=0.5, gt=0.0, le=5.0)
+    tls_port: int | None = Field(default=5061, ge=0, le=65535)
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_min_version: TlsVersion = "1.2"
 
     @field_validator("transports")
     @classmethod
     def _at_least_one_transport(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return unique_transports(value)
+
+    @field_validator("tls_port", mode="before")
+    @classmethod
+    def _tls_off(cls, value: object) -> object:
+        return port_or_off(value)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SipSettings:
+        tls_pair_complete(self.tls_certificate, self.tls_key)
+        return self
 
     @model_validator(mode="after")
     def _session_timer_bounds(self) -> SipSettings:
@@ -82,7 +120,9 @@ class TrunkConfig(BaseModel):
     ``sources`` lists IPs or CIDRs (carriers signal from several addresses and fail over between
     them). The numbering fields turn the carrier's national or international dialling forms into
     E.164. ``trusted`` marks the trunk as inside our RFC 3325 trust domain: only then are
-    P-Asserted-Identity and ``verstat`` believed.
+    P-Asserted-Identity and ``verstat`` believed. ``tls_client_ca`` turns on mutual TLS for the trunk:
+    its TLS connections must present a certificate signed by that CA (and naming ``tls_client_name``
+    when set), because a source address alone is weak evidence on a stream a peer chose to open.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -95,6 +135,8 @@ class TrunkConfig(BaseModel):
     international_prefix: str = Field(default="011", pattern=r"^[0-9]{0,4}$")
     dids: Mapping[str, str] = Field(default_factory=dict)
     trusted: bool = True
+    tls_client_ca: Path | None = None
+    tls_client_name: str | None = Field(default=None, min_length=1)
 
     @field_validator("sources")
     @classmethod
@@ -113,6 +155,12 @@ class TrunkConfig(BaseModel):
             if not is_e164(did):
                 raise ValueError(f"DID {did!r} is not E.164 (+ followed by 6 to 15 digits)")
         return dict(value)
+
+    @model_validator(mode="after")
+    def _client_name_needs_ca(self) -> TrunkConfig:
+        if self.tls_client_name is not None and self.tls_client_ca is None:
+            raise ValueError("tls_client_name needs tls_client_ca (the CA that signs its certificate)")
+        return self
 
     @cached_property
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -108,6 +108,9 @@ def _die_with_parent() -> None:
 def write_config(path: Path, *, sip_port: int, http_port: int, data_dir: Path, extra: str = "",
                  flows_dir: Path = WIRE_FLOWS, agent_port: int | None = None) -> None:
     dids = ", ".join(f'"{k}" = "{v}"' for k, v in DIDS.items())
+    # TLS listens one port above each listener: several servers share a namespace, so the 5061/5071
+    # defaults would clash (every sip_port in these tests is even, every TLS port odd)
+    agent_port = agent_port if agent_port is not None else sip_port + 10
     path.write_text(
         f"""
 [server]
@@ -129,13 +132,15 @@ media_timeout_s = 8
 [sip]
 host = "127.0.0.1"
 port = {sip_port}
+tls_port = {sip_port + 1}
 
 [policy]
 blocked_countries = ["+7", "+850"]
 
 [agents]
 host = "127.0.0.1"
-port = {agent_port if agent_port is not None else sip_port + 10}
+port = {agent_port}
+tls_port = {agent_port + 1}
 
 [[trunks]]
 name = "carrier"

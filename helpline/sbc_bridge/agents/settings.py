@@ -7,11 +7,12 @@ carry HA1 digests only: the registrar never sees a password (see :mod:`.ha1`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import unique_transports
+from ..config import TlsVersion, port_or_off, tls_pair_complete, unique_transports
 
 
 class AgentEdgeSettings(BaseModel):
@@ -24,6 +25,8 @@ class AgentEdgeSettings(BaseModel):
     preferred first) and only these are accepted. Some clients give up on a 401 carrying any
     algorithm they lack instead of picking one they know (baresip 1.0 / libre 1.x: "Function not
     implemented" whenever SHA-256 is offered); for such fleets, offer ``("MD5",)``.
+    ``tls_port`` (0: ephemeral, ``"off"``: no TLS listener) and the ``tls_*`` files work as in
+    :class:`..config.SipSettings`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,11 +48,20 @@ class AgentEdgeSettings(BaseModel):
     timer_t1: float = Field(default=0.5, gt=0.0, le=5.0)
     user_agent: str | None = None
     max_forwards: int = Field(default=70, ge=1, le=255)
+    tls_port: int | None = Field(default=5071, ge=0, le=65535)
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_min_version: TlsVersion = "1.2"
 
     @field_validator("transports")
     @classmethod
     def _at_least_one_transport(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return unique_transports(value)
+
+    @field_validator("tls_port", mode="before")
+    @classmethod
+    def _tls_off(cls, value: object) -> object:
+        return port_or_off(value)
 
     @field_validator("digest_algorithms")
     @classmethod
@@ -57,6 +69,11 @@ class AgentEdgeSettings(BaseModel):
         if not value:
             raise ValueError("at least one digest algorithm (SHA-256 or MD5) is required")
         return tuple(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AgentEdgeSettings:
+        tls_pair_complete(self.tls_certificate, self.tls_key)
+        return self
 
     @model_validator(mode="after")
     def _expiry_bounds(self) -> AgentEdgeSettings:

@@ -46,7 +46,7 @@ class AgentWire:
         return f"SIP/2.0/{self.name.upper()} {sent_by};branch={branch or generate_branch()};rport"
 
     def contact_value(self) -> str:
-        suffix = ";transport=tcp" if self.name == "tcp" else ""
+        suffix = "" if self.name == "udp" else f";transport={self.name}"  # tcp or tls
         return f"<sip:{format_addr(*self.advertised)}{suffix}>"
 
     def host_uri(self, user: str) -> str:
