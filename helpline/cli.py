@@ -50,7 +50,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    # by alias: the keys as the file spells them ([security.rates] INVITE, global)
+    print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
     return 0
 
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     from helpline.ivr.cli import add_flow_commands
     from helpline.queue.admin_cli import add_agent_commands
     from helpline.recording.cli import add_recording_commands
+    from helpline.security_cli import add_security_commands
     from helpline.web.users_cli import add_user_commands
 
     parser = argparse.ArgumentParser(prog="helpline", description="SIP/voice-first contact center")
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_commands(sub, with_config)
     add_user_commands(sub, with_config)
     add_recording_commands(sub, with_config)
+    add_security_commands(sub, with_config)
     return parser
 
 

@@ -24,6 +24,7 @@ from helpline.queue.config import QUEUE_NAME, QueueConfig
 from helpline.recording.policy import RecordingSettings, RetentionSettings
 from helpline.sbc_bridge import EdgePolicy, SipSettings, TrunkConfig
 from helpline.sbc_bridge.agents.settings import AgentEdgeSettings
+from helpline.sbc_bridge.guard import SecuritySettings
 
 ENV_PREFIX = "HELPLINE_"
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -80,7 +81,7 @@ class MediaSection(_Section):
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
     rtp_port_max: int = Field(29999, ge=1025, le=65535)
     media_timeout_s: float = Field(30.0, gt=0)
-    learn_window_s: float = Field(2.0, gt=0)
+    learn_window_s: float = Field(1.0, gt=0)
     codecs: tuple[Literal["PCMU", "PCMA"], ...] = Field(("PCMU", "PCMA"), min_length=1)
 
     @model_validator(mode="after")
@@ -139,6 +140,7 @@ class Settings(BaseSettings):
     queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @field_validator("queues")
     @classmethod

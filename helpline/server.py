@@ -12,7 +12,8 @@ import gc
 import logging
 import signal
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,13 +33,21 @@ from helpline.recording.service import RecordingService
 from helpline.recording.setup import RecordingLayout, open_library
 from helpline.sbc_bridge import TrunkBridge
 from helpline.sbc_bridge.agents import AgentEdge
+from helpline.sbc_bridge.guard import BanChange, EdgeGuard
+from helpline.sbc_bridge.guard.bans import EXPIRY
+from helpline.sbc_bridge.guard.tls import resolve_tls
 from helpline.store import Store, StoreSink, upgrade
+from helpline.store.bans import CHANGE_POLL_SLACK, BanRecord, BanRepository
 from helpline.voice import MediaEngine, PromptCache
 from helpline.web import create_app, register_media_metrics, register_pipeline_metrics
-from helpline.web.metrics import register_recording_metrics
+from helpline.web.metrics import register_recording_metrics, register_security_metrics
 from helpline.web.users import ensure_initial_admin
 
 log = logging.getLogger(__name__)
+
+BAN_POLL_S = 1.0
+BAN_WRITE_ATTEMPTS = 5
+BAN_QUEUE_MAX = 10_000
 
 
 class _HttpServer(uvicorn.Server):
@@ -47,6 +56,110 @@ class _HttpServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+class BanSync:
+    """Keeps the guard's bans and the ``bans`` table in step, both ways, without blocking the loop.
+
+    The guard reports every change synchronously on the event loop (``on_change``); a writer task
+    stores them in order. At start the active bans are put back into the guard. Every ``BAN_POLL_S``
+    the table is polled for rows another process (the CLI) or a request (the API) wrote: a lifted ban
+    leaves the guard, an active one it lacks (written by another node) joins it. A row only acts on
+    the ban it describes (same ``since`` or older), so a lift never ends a newer ban of the same key.
+    """
+
+    def __init__(self, guard: EdgeGuard, bans: BanRepository) -> None:
+        self._guard = guard
+        self._bans = bans
+        self._queue: asyncio.Queue[BanChange] = asyncio.Queue(BAN_QUEUE_MAX)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0
+        """Changes not stored because the writer fell ``BAN_QUEUE_MAX`` behind (logged each time)."""
+
+    def on_change(self, change: BanChange) -> None:
+        """The guard's ``on_ban_change``: queue the change for the writer (never blocks)."""
+        try:
+            self._queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.error("ban change not stored: the writer is %d behind", self._queue.qsize(),
+                      extra={"key": change.ban.key, "action": change.action})  # fmt: skip
+
+    async def start(self) -> None:
+        """Restore the active bans into the guard, then start the writer and the poll."""
+        since = datetime.now(UTC) - CHANGE_POLL_SLACK
+        active = await self._bans.active()
+        self._guard.restore(record.as_ban() for record in active)
+        if active:
+            log.info("bans restored from the store", extra={"bans": len(active)})
+        self._tasks = [
+            asyncio.create_task(self._write(), name="ban-writer"),
+            asyncio.create_task(self._poll(since), name="ban-poll"),
+        ]
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop polling and store what is still queued (at most ``timeout`` seconds)."""
+        writer, poll = self._tasks or (None, None)
+        if poll is not None:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+        if writer is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._queue.join()
+        except TimeoutError:
+            log.error("ban changes not stored at shutdown", extra={"pending": self._queue.qsize()})
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+
+    async def _write(self) -> None:
+        while True:
+            change = await self._queue.get()
+            try:
+                await self._store(change)
+            finally:
+                self._queue.task_done()
+
+    async def _store(self, change: BanChange) -> None:
+        for attempt in range(1, BAN_WRITE_ATTEMPTS + 1):
+            try:
+                await self._bans.upsert(change)
+                return
+            except Exception:
+                if attempt == BAN_WRITE_ATTEMPTS:
+                    log.exception("could not store a ban change; giving up",
+                                  extra={"key": change.ban.key, "action": change.action})  # fmt: skip
+                    return
+                log.warning("could not store a ban change; retrying", exc_info=True,
+                            extra={"key": change.ban.key, "action": change.action})  # fmt: skip
+                await asyncio.sleep(0.2 * attempt)
+
+    async def _poll(self, since: datetime) -> None:
+        while True:
+            await asyncio.sleep(BAN_POLL_S)
+            try:
+                changes = await self._bans.changed_since(since)
+            except Exception:
+                log.exception("could not poll the bans table; trying again")
+                continue
+            since = changes.as_of
+            now = datetime.now(UTC)
+            for record in changes.changed:
+                self.apply(record, now)
+
+    def apply(self, record: BanRecord, now: datetime) -> None:
+        """Bring the guard in line with one row of the table."""
+        held = self._guard.bans.check(record.key)
+        if held is not None and held.since > record.since:
+            return  # the guard banned it again since; the row will follow
+        if record.active_at(now):
+            if held is None or held.since < record.since or held.until != record.until:
+                self._guard.restore([record.as_ban()])
+        elif held is not None and record.lifted_at is not None and record.lifted_by != EXPIRY:
+            self._guard.bans.lift(record.key, record.lifted_by or "store")
 
 
 @dataclass
@@ -68,6 +181,8 @@ class Service:
     tasks: list[asyncio.Task[Any]]
     recordings: RecordingService | None = None
     sweeper: RetentionSweeper | None = None
+    guard: EdgeGuard | None = None
+    ban_sync: BanSync | None = field(default=None, repr=False)
 
     async def stop(self) -> None:
         """Stop taking calls, end live calls with BYE, flush the event log, close everything."""
@@ -75,6 +190,8 @@ class Service:
         await self.queues.stop()
         await self.agent_edge.stop()
         await self.bridge.stop()
+        if self.ban_sync is not None:
+            await self.ban_sync.close()
         self.http_server.should_exit = True
         for task in self.tasks:
             task.cancel()
@@ -130,16 +247,16 @@ async def start(settings: Settings) -> Service:
     )
     http_client = httpx.AsyncClient(timeout=settings.calls.http_timeout_s, follow_redirects=False)
     advertised = media.advertised_host or media.host
+    # One guard for both listeners. Its events reach the bus once, through the call manager (built
+    # below: the guard needs nothing from it before the listeners open). Its outbound policy decides
+    # transfers in the queue and the IVR.
+    guard = EdgeGuard(settings.security, on_event=lambda kind, data: calls.on_security(kind, data),
+                      blocked_countries=settings.policy.blocked_countries)  # fmt: skip
     queues = QueueRuntime(
         queues=settings.queues, agents=store.agents, bus=bus, media=engine,
         prompts=prompts, media_policy=MediaPolicy(advertised, tuple(media.codecs)),
-        realm=settings.agents.realm,
+        realm=settings.agents.realm, outbound=guard.outbound,
     )
-    agent_edge = AgentEdge(
-        settings.agents, credentials=queues.credentials, on_bindings=queues.on_bindings,
-        on_security=queues.on_security,
-    )
-    queues.attach(agent_edge)
     recordings: RecordingService | None = None
     library: RecordingLibrary | None = None
     layout = RecordingLayout.of(data_dir, settings.recording)
@@ -162,11 +279,22 @@ async def start(settings: Settings) -> Service:
         ),
         queues=queues,
         recordings=recordings,
+        outbound=guard.outbound,
     )
+    ban_sync = BanSync(guard, store.bans)
+    guard.on_ban_change = ban_sync.on_change
+    sip, agent_sip = await asyncio.to_thread(resolve_tls, settings.sip, settings.agents, data_dir)
+    agent_edge = AgentEdge(
+        agent_sip, credentials=queues.credentials, on_bindings=queues.on_bindings,
+        on_security=queues.on_security, guard=guard,
+    )
+    queues.attach(agent_edge)
     bridge = TrunkBridge(
-        settings.sip, settings.trunks, settings.policy,
-        on_call=calls.handle, on_security=calls.on_security, on_refused=calls.on_refused,
+        sip, settings.trunks, settings.policy,
+        on_call=calls.handle, on_security=calls.on_security, on_refused=calls.on_refused, guard=guard,
     )
+    # After the bridge told the guard its trunk sources (never banned), before any listener opens.
+    await ban_sync.start()
     await agent_edge.start()
     await queues.start()
     await bridge.start()
@@ -174,6 +302,7 @@ async def start(settings: Settings) -> Service:
     ref: list[Service] = []
     register_pipeline_metrics(metrics.registry, bus, sink)
     register_media_metrics(metrics.registry, engine)
+    register_security_metrics(metrics.registry, guard, dropped=lambda: guard.dropped)
     if recordings is not None:
         register_recording_metrics(metrics.registry, recordings)
     metrics.registry.register(QueueStateCollector(queues.queues, queues.agents))
@@ -200,7 +329,7 @@ async def start(settings: Settings) -> Service:
     sweeper.start()
     service = Service(
         settings, bus, store, sink, flows, engine, calls, bridge, queues, agent_edge, http_client,
-        http_server, tasks, recordings, sweeper,
+        http_server, tasks, recordings, sweeper, guard, ban_sync,
     )
     ref.append(service)
     log.info(

@@ -34,6 +34,7 @@ __all__ = [
     "Agent",
     "AgentEvent",
     "AuditEntry",
+    "Ban",
     "Base",
     "Call",
     "CallEvent",
@@ -366,3 +367,27 @@ class RetentionPolicy(Base):
     lawful_basis: Mapped[str] = mapped_column(String)
     updated_by: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime]
+
+
+class Ban(Base):
+    """A ban the SIP edge's guard imposed: a source address (``kind`` ``source``) or a locked extension
+    (``user``). One row per key: a new ban of the same key replaces the old one, whose history stays in
+    ``security_events``. ``until`` null means no expiry. A lift (by the CLI, the API or the expiry) sets
+    ``lifted_at``/``lifted_by``; ``updated_at`` moves on every change, so a running service polling it
+    picks up what another process did."""
+
+    __tablename__ = "bans"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # source | user
+    reason: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime]
+    until: Mapped[datetime | None]
+    lifted_at: Mapped[datetime | None]
+    lifted_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_bans_updated_at", "updated_at"),
+        Index("ix_bans_lifted_at_until", "lifted_at", "until"),
+    )

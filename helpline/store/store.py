@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from helpline.store.agents import AgentRepository
 from helpline.store.audit import AuditLog
+from helpline.store.bans import BanRepository
 from helpline.store.engine import create_engine
 from helpline.store.queue_history import QueueHistory
 from helpline.store.recordings import ConsentRepository, RecordingRepository, RetentionRepository
@@ -35,6 +36,7 @@ class Store:
         self.recordings = RecordingRepository(self.sessions)
         self.consent = ConsentRepository(self.sessions)
         self.retention = RetentionRepository(self.sessions)
+        self.bans = BanRepository(self.sessions)
 
     @property
     def backend(self) -> str:

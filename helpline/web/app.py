@@ -1,5 +1,5 @@
-"""The HTTP API: health, Prometheus metrics, CDRs, call event logs, security events, agents, queues
-and routing explanations.
+"""The HTTP API: health, Prometheus metrics, CDRs, call event logs, security events and bans, agents,
+queues and routing explanations.
 
 Every ``/api/*`` route needs a signed-in user (``helpline.web.auth``) and each checks the caller's role
 (the role matrix in docs/recording-design.md). Binding (127.0.0.1 by default) is the server's job.
@@ -35,6 +35,7 @@ from helpline.web.queries import CallQuery, SecurityEventQuery
 from helpline.web.queue_port import QueueView
 from helpline.web.queues import QueueRoutes
 from helpline.web.recordings import recording_routes
+from helpline.web.security import SecurityRoutes
 from helpline.web.ui_pages import ui_routes
 from helpline.web.users import UserRoutes
 
@@ -176,6 +177,7 @@ def create_app(
         Route("/api/queues/{name}", read(queue_routes.get_queue), methods=["GET"]),
         Route("/api/queues/{name}/kpis", read(queue_routes.kpis), methods=["GET"]),
         *UserRoutes(store, auth).routes(),
+        *SecurityRoutes(store).routes(),
         *(recording_routes(recordings) if recordings is not None else []),
         *ui_routes(),
     ]

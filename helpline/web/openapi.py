@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from helpline.store.audit import AuditRecord
+from helpline.store.bans import BanRecord
 from helpline.store.recordings import RecordingRow, RetentionRow
 from helpline.store.records import AgentEventRecord, CallDetail, CallRecord, Page, SecurityEventRecord
 from helpline.store.users import UserRecord
@@ -49,6 +50,7 @@ from helpline.web.recordings import (
     RetentionList,
 )
 from helpline.web.routing import RoutingReport
+from helpline.web.security import BAN_LIFT_ROLES, BAN_READ_ROLES, BanList, BanQuery
 from helpline.web.users import (
     AuditExportQuery,
     AuditPage,
@@ -225,7 +227,7 @@ _SERIALIZED: list[type[BaseModel]] = [
     CallPage, CallDetail, SecurityEventPage, ErrorBody, FlowList, AgentList, AgentOut, AgentEventPage,
     QueueList, KpiReport, RoutingReport, SignInOut, MeOut, UserList, UserCreated, UserRecord, AuditPage,
     AuditRecord, RecordingPage, RecordingOut, RecordingRow, PlayTicketOut, RetentionList, RetentionRow,
-    ErasureReport,
+    ErasureReport, BanList, BanRecord,
 ]  # fmt: skip
 _BODIES: list[type[BaseModel]] = [
     AgentCreate, PasswordChange, PresenceChange, SignInBody, UserCreate, UserPatch, PlayRequest, ReasonBody,
@@ -233,7 +235,7 @@ _BODIES: list[type[BaseModel]] = [
 ]  # fmt: skip
 _QUERIES: list[type[BaseModel]] = [
     CallQuery, SecurityEventQuery, AgentEventQuery, KpiQuery, RoutingQuery, AuditQuery, AuditExportQuery,
-    RecordingQuery,
+    RecordingQuery, BanQuery,
 ]  # fmt: skip
 
 
@@ -242,15 +244,18 @@ def build_openapi(version: str) -> dict[str, Any]:
     create_name = s.name(AgentCreate, "validation")
     s.schemas["AgentPatch"] = _patch_schema(s.schemas[create_name])
     error = s.ref(ErrorBody)
-    paths = {**_core_paths(s, error), **_user_paths(s, error), **_recording_paths(s, error)}
+    paths = {
+        **_core_paths(s, error), **_security_paths(s, error), **_user_paths(s, error),
+        **_recording_paths(s, error),
+    }  # fmt: skip
     _add_access_errors(paths, error)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Helpline API",
             "version": version,
-            "description": "Call detail records, call event logs, security events, agents, queues, routing "
-            "decisions, users and the audit log, and call recordings. Times: ISO 8601 UTC. Errors: "
+            "description": "Call detail records, call event logs, security events and bans, agents, queues, "
+            "routing decisions, users and the audit log, and call recordings. Times: ISO 8601 UTC. Errors: "
             "{error, field}. Sign in with POST /api/session.",
         },
         "security": [{"bearer": []}, {"session": []}],
@@ -370,6 +375,27 @@ def _core_paths(s: _Schemas, error: dict[str, Any]) -> dict[str, Any]:
             "get": _op("getQueueKpis", "Service level, ASA, AHT, abandonment, occupancy over a window", {
                 "200": s.json(KpiReport, "The queue's KPIs"), "400": bad_request, "404": no_queue,
             }, roles=READ_ROLES, parameters=[_path_param("name"), *queries[KpiQuery]]),
+        },
+    }  # fmt: skip
+
+
+def _security_paths(s: _Schemas, error: dict[str, Any]) -> dict[str, Any]:
+    """The SIP edge's bans and locks."""
+    return {
+        "/api/security/bans": {
+            "get": _op("listBans", "The SIP edge's bans (sources) and locks (extensions), newest first", {
+                "200": s.json(BanList, "The bans"),
+                "400": _json(error, "A query parameter is invalid; `field` names it"),
+            }, roles=BAN_READ_ROLES, parameters=s.queries[BanQuery],
+               description="Active ones only, unless all=true."),
+        },
+        "/api/security/bans/{key}": {
+            "delete": _op("liftBan", "Lift a source's ban or unlock an extension", {
+                "200": s.json(BanRecord, "The ban as lifted"),
+                "404": _json(error, "No active ban or lock for this key"),
+            }, roles=BAN_LIFT_ROLES, parameters=[_path_param("key")],
+               description="The running service's guard follows within about a second. Audited with the "
+               "key and the ban's reason."),
         },
     }  # fmt: skip
 

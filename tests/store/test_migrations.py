@@ -15,7 +15,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None
     await upgrade(db_url)  # a restart runs it again: nothing to do, no error
     store = Store(db_url)
     try:
-        assert await current_revision(store.engine) == head_revision() == "0003"
+        assert await current_revision(store.engine) == head_revision() == "0004"
         async with store.engine.connect() as conn:
             tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
             assert {"calls", "call_events", "security_events", "alembic_version"} <= tables
