@@ -20,6 +20,7 @@ from helpline.ivr import Flow, FlowRegistry, run_flow
 from helpline.ivr.channel import HttpPort
 from helpline.logs import current_call_id
 from helpline.sbc_bridge import CallEnd, InboundCall, RefusedCall
+from helpline.sbc_bridge.guard.fraud import OutboundPolicy
 from helpline.voice import (
     MediaEngine,
     MediaPortsExhausted,
@@ -81,8 +82,10 @@ class CallManager:
         policy: CallPolicy,
         queues: QueueRuntime | None = None,
         recordings: RecordingService | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self._bus = bus
+        self._outbound = outbound  # toll-fraud policy for transfers (None: no check, unit tests only)
         self._queues = queues
         self._recordings = recordings
         self._flows = flows
@@ -94,6 +97,7 @@ class CallManager:
         self._idle = asyncio.Event()
         self._idle.set()
         self._accepting = True
+        engine.on_session_closed = self._media_closed
 
     @property
     def active_count(self) -> int:
@@ -126,6 +130,24 @@ class CallManager:
             )
         )
 
+    def _media_closed(self, session: RtpSession) -> None:
+        """A leg's RTP port closed: report the packets its strict-source latch dropped (RTP bleed, A16).
+
+        Sessions are named after the call (``<call id>`` for the caller's leg, ``<call id>-agent`` for
+        the queue's agent leg), so the event lands on the call whichever leg was attacked.
+        """
+        stats = session.stats
+        if not stats.foreign_packets:
+            return
+        call_id, _, leg = session.call_id.partition("-")
+        self._bus.publish(DomainEvent.now("media.foreign_packets", call_id, {
+            "leg": leg or "caller",
+            "count": stats.foreign_packets,
+            "first_source": _addr_text(stats.first_foreign),
+            "latched": _addr_text(stats.latched),
+            "local_port": session.local_port,
+        }))
+
     def on_security(self, type: str, data: dict[str, Any]) -> None:
         """Every refusal or malformed message from the edge, as a structured security event."""
         self._bus.publish(DomainEvent.now(type, None, data))
@@ -141,6 +163,10 @@ class CallManager:
                 await self._idle.wait()
         except TimeoutError:
             log.warning("calls still active after the shutdown grace", extra={"active": len(self._active)})
+
+
+def _addr_text(addr: tuple[str, int] | None) -> str | None:
+    return None if addr is None else f"{addr[0]}:{addr[1]}"
 
 
 def _offered_data(call: InboundCall | RefusedCall) -> dict[str, Any]:
@@ -263,7 +289,7 @@ class ActiveCall:
         channel = LiveChannel(
             call_id=self.id, call=call, rtp=rtp, prompts=self._m._prompts, bus=self._m._bus,
             http=self._m._http, on_hangup=self._flow_hangup, on_transferred=self._transferred,
-            queues=self._m._queues, recording=self._recording,
+            queues=self._m._queues, recording=self._recording, outbound=self._m._outbound,
         )
         rtp.on_dtmf = lambda digit, source: self._digit(channel, digit, source)
         call.on_dtmf = lambda digit, duration: self._info_digit(channel, digit)
@@ -273,7 +299,10 @@ class ActiveCall:
             "call.answered",
             {"codec": self._negotiated.codec, "flow_id": flow.id, "flow_version": flow.version},
         )
-        variables = {"caller": call.caller, "did": call.did, "call_id": self.id, "trunk": call.trunk}
+        variables = {
+            "caller": call.caller, "did": call.did, "call_id": self.id, "trunk": call.trunk,
+            "verstat": call.verstat or "",
+        }
         flow_task = asyncio.create_task(run_flow(flow, channel, variables), name=f"flow-{self.id}")
         ended = asyncio.create_task(self._ending.done.wait())
         try:

@@ -167,7 +167,8 @@ class _Relay:
         if self.target._queue_dtmf(digit, max(duration_ms, MIN_RELAYED_DTMF_MS), DTMF_GAP_MS):
             self.dtmf_relayed += 1
         else:
-            log.debug("dtmf %s not relayed: no telephone-event on port %d", digit, self.target.local_port,
+            log.debug("dtmf %s not relayed to port %d: no telephone-event there, or its queue is full", digit,
+                      self.target.local_port,
                       extra={"call_id": self.target.call_id})
 
     def reset(self) -> None:

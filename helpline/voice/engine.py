@@ -49,6 +49,8 @@ class EngineStats:
     catchup_frames: int
     skipped_frames: int
     max_lateness_ms: float
+    foreign_packets: int = 0
+    """RTP packets dropped for their source (RTP bleed, A16), over every session so far."""
 
 
 class MediaEngine:
@@ -82,6 +84,9 @@ class MediaEngine:
         self.catchup_frames = 0
         self.skipped_frames = 0
         self.max_lateness = 0.0
+        self._foreign_of_closed = 0  # foreign packets of sessions already closed
+        self.on_session_closed: Callable[[RtpSession], None] | None = None
+        """Called once per session as it closes (its counters are final): per-call media reports."""
 
     # ---- sessions ---------------------------------------------------------------------------------
     async def open_session(self, call_id: str) -> RtpSession:
@@ -135,6 +140,13 @@ class MediaEngine:
     def _release(self, session: RtpSession) -> None:
         if self._sessions.get(session.local_port) is session:
             del self._sessions[session.local_port]
+            self._foreign_of_closed += session.foreign_packets
+            if self.on_session_closed is not None:
+                try:
+                    self.on_session_closed(session)
+                except Exception:
+                    log.exception("on_session_closed failed for port %d", session.local_port,
+                                  extra={"call_id": session.call_id})
         if session in self._active:
             self._active = [s for s in self._active if s is not session]
 
@@ -207,6 +219,7 @@ class MediaEngine:
             sessions=len(self._sessions), active_sessions=len(self._active), ticks=self.ticks,
             frames=self.frames, late_ticks=self.late_ticks, catchup_frames=self.catchup_frames,
             skipped_frames=self.skipped_frames, max_lateness_ms=self.max_lateness * 1000,
+            foreign_packets=self._foreign_of_closed + sum(s.foreign_packets for s in self._sessions.values()),
         )
 
     async def close(self) -> None:

@@ -3,12 +3,35 @@
 The session does no timing of its own. ``MediaEngine``'s single ticker calls ``_send_frame`` on every
 active session once per 20 ms frame, so a thousand calls cost one timer, not a thousand tasks.
 
-Symmetric RTP and RTP bleed: until a packet arrives we send to the address in the peer's SDP. The
-first valid RTP packet (our payload type or telephone-event) latches the session to its source, and
-opens a learn window (``learn_window`` seconds) during which only a packet from the exact SDP address
-may take the latch over (the signalled address outranks a guess). After the window the latch is
-locked: packets from any other source are dropped and counted in ``foreign_packets``, and nothing is
-ever sent to them. Only ``update()`` (a signalled re-INVITE) starts learning again.
+Symmetric RTP and RTP bleed (CVE-2017-14099 came from learning the source too eagerly). The rules,
+after rtpengine's ``strict-source`` with ``endpoint-learning=heuristic`` and its early return on an
+exact match:
+
+1. Until a source is latched we send to the address in the peer's SDP: it was signalled by a party
+   the SIP edge already authenticated (a trusted trunk, a registered agent). No unsignalled address
+   ever gets a packet before it is latched.
+2. A valid RTP packet (version 2, a payload type we negotiated, or comfort noise) from exactly the SDP
+   address latches the session and locks it at once: nothing can outrank the signalled address.
+3. A valid packet from anywhere else opens the learn window (``learn_window`` seconds from that first
+   packet) and is only a *candidate*: its audio and digits are dropped and nothing is sent to it. The
+   first source seen is the candidate, replaced once by the first one from the SDP's IP on another
+   port (a port-rewriting NAT). A packet from the SDP address during the window still wins (rule 2),
+   and then the candidate's held-back packets are counted as foreign. Other sources are foreign.
+   When the window is over, the candidate's next packet latches and locks. This is symmetric RTP for
+   peers behind NAT whose SDP carries a private address; they lose at most ``learn_window`` of audio
+   at the start of the stream. The residual risk, as with rtpengine: an attacker who races such a
+   peer (whose SDP address never sends) during the window wins it; SRTP or ICE closes that gap.
+4. Locked: a packet from any other source is dropped and counted in ``foreign_packets`` (the first
+   one's address in ``first_foreign``). That path is one tuple compare, one attribute test and one
+   increment, so a flood of unknown RTP to an allocated port costs almost nothing beyond the event
+   loop's own receive (``bench/bench_rtp_foreign.py``). Nothing is ever sent to a foreign source:
+   replies only ever go to the latched address (or, before, the SDP one). The socket is deliberately
+   not ``connect()``-ed to the latched source, which would drop foreign packets in the kernel: the
+   kernel would then answer each with ICMP port unreachable (a reply to the attacker) and none could
+   be counted.
+5. Learning starts again only through ``update()`` with a *changed* remote address (a re-INVITE or
+   UPDATE that moved the stream). One that keeps the address (hold, resume, session refresh, codec
+   change) keeps the lock, so a periodic refresh never reopens the race of rule 3.
 
 DTMF flow, so the IVR sees every digit exactly once: RFC 4733 digits go to ``on_dtmf(digit, "rtp")``
 and nowhere else. ``play(..., barge_in=True)`` consumes nothing: when a digit is reported it only stops
@@ -30,6 +53,7 @@ one attribute test on each path.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import struct
@@ -57,6 +81,9 @@ _V2 = RTP_VERSION << 6
 _MARKER = 0x80
 _COMFORT_NOISE_PT = 13
 TAP_QUEUE_FRAMES = 3  # inbound frames waiting for the recording tap; more drops the oldest
+MAX_QUEUED_DTMF_FRAMES = 500  # 10 s of outgoing RFC 4733 packets and gaps; more digits are dropped
+MAX_DTMF_MS = 8000  # longest keypress we send: an RFC 4733 duration field holds 8.19 s
+MAX_DTMF_GAP_MS = 1000  # so the longest keypress and its gap always fit an empty queue
 _SILENT_PCM = bytes(FRAME_PCM_BYTES)
 
 
@@ -110,6 +137,7 @@ class RtpStats:
     dtmf_digits: int
     late_ticks: int
     latched: tuple[str, int] | None
+    first_foreign: tuple[str, int] | None = None
 
 
 class RtpSession(asyncio.DatagramProtocol):
@@ -157,8 +185,12 @@ class RtpSession(asyncio.DatagramProtocol):
         self._heard_partial = b""
         # receive path
         self._sdp_remote: tuple[str, int] | None = None
-        self._peer: tuple[str, int] | None = None
-        self._learn_until = 0.0
+        self._sdp_ip = ""
+        self._peer: tuple[str, int] | None = None  # the latched (locked) source; None while learning
+        self._candidate: tuple[str, int] | None = None  # best unsignalled source seen while learning
+        self._learn_until = 0.0  # 0: no learn window open
+        self._held = 0  # the candidate's packets held back in this window
+        self.first_foreign: tuple[str, int] | None = None
         self._dtmf_in = DtmfReceiver(self._digit_received)
         self._expect_media = False
         self._timed_out = False
@@ -172,6 +204,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.foreign_packets = 0
         self.invalid_packets = 0
         self.dtmf_digits = 0
+        self.dtmf_dropped = 0  # digits not queued for sending because the queue was full
         self._late_ticks_base = 0
 
     # ---- asyncio protocol -------------------------------------------------------------------------
@@ -188,8 +221,15 @@ class RtpSession(asyncio.DatagramProtocol):
                         extra={"call_id": self.call_id})
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if addr != self._peer and not self._learn(data, addr):
-            return
+        peer = self._peer
+        if addr != peer:
+            if peer is not None:  # locked: the whole cost of a foreign packet (rule 4)
+                self.foreign_packets += 1
+                if self.first_foreign is None:
+                    self._note_first_foreign(addr)
+                return
+            if not self._learn(data, addr):
+                return
         if len(data) < 12:
             self.invalid_packets += 1
             return
@@ -231,27 +271,64 @@ class RtpSession(asyncio.DatagramProtocol):
         self._heard_partial = data[end:]
         self._heard.extend(data[start:start + FRAME_SAMPLES] for start in range(0, end, FRAME_SAMPLES))
 
+    def _note_first_foreign(self, addr: tuple[str, int]) -> None:
+        self.first_foreign = (str(addr[0]), int(addr[1]))
+        log.warning("dropping foreign RTP from %s:%d on port %d (latched: %s)", addr[0], addr[1],
+                    self.local_port, self._peer, extra={"call_id": self.call_id})
+
+    def _foreign(self, addr: tuple[str, int]) -> bool:
+        self.foreign_packets += 1
+        if self.first_foreign is None:
+            self._note_first_foreign(addr)
+        return False
+
     def _learn(self, data: bytes, addr: tuple[str, int]) -> bool:
-        """Whether a packet from an unlatched source may (re)latch the session."""
+        """Rules 2 and 3 of the module doc, for a packet while no source is latched: True = latched now."""
         if (self.negotiated is None or len(data) < 12 or data[0] >> 6 != RTP_VERSION
                 or (data[1] & 0x7F) not in (self._pt, self._te_pt, _COMFORT_NOISE_PT)):
-            self.foreign_packets += 1
-            return False
-        if self._peer is None:
-            self._learn_until = time.monotonic() + self.learn_window
-        elif addr[:2] != self._sdp_remote or time.monotonic() >= self._learn_until:
-            self.foreign_packets += 1
-            if self.foreign_packets in (1, 100, 10000):
-                log.warning("dropping RTP from %s:%d, session latched to %s:%d (%d dropped)",
-                            addr[0], addr[1], self._peer[0], self._peer[1], self.foreign_packets,
-                            extra={"call_id": self.call_id})
-            return False
-        log.info("rtp latched to %s:%d (sdp said %s)", addr[0], addr[1], self._sdp_remote,
+            return self._foreign(addr)
+        source = (str(addr[0]), int(addr[1]))
+        if source == self._sdp_remote:
+            self._latch(addr, "the SDP address")
+            return True
+        now = time.monotonic()
+        candidate = self._candidate
+        if candidate is None or (candidate[0] != self._sdp_ip and source[0] == self._sdp_ip):
+            if candidate is None:
+                self._learn_until = now + self.learn_window
+            else:
+                self._drop_held(candidate)
+            self._candidate = candidate = source
+            log.info("rtp learning: candidate %s:%d for %.1f s (sdp said %s)", source[0], source[1],
+                     self._learn_until - now, self._sdp_remote, extra={"call_id": self.call_id})
+        if source != candidate:
+            return self._foreign(addr)
+        if now < self._learn_until:
+            self._held += 1
+            return False  # held back: a candidate gets nothing until the window is over
+        self._held = 0  # they were the peer's own: lost audio, not foreign
+        self._latch(addr, "the learn window's candidate")
+        return True
+
+    def _drop_held(self, candidate: tuple[str, int]) -> None:
+        """A candidate lost (to the SDP address, or to one on its IP): what it sent was foreign."""
+        if self._held:
+            self.foreign_packets += self._held
+            self._held = 0
+            if self.first_foreign is None:
+                self._note_first_foreign(candidate)
+
+    def _latch(self, addr: tuple[str, int], why: str) -> None:
+        log.info("rtp latched to %s:%d (%s; sdp said %s)", addr[0], addr[1], why, self._sdp_remote,
                  extra={"call_id": self.call_id})
+        if self._candidate is not None and self._candidate != addr:
+            self._drop_held(self._candidate)
         self._peer = addr
+        self._candidate = None
+        self._learn_until = 0.0
+        self._held = 0
         if self._sending:
             self._dest = addr
-        return True
 
     # ---- signalling -------------------------------------------------------------------------------
     def start(self, negotiated: Negotiated) -> None:
@@ -262,7 +339,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self._engine._activate(self)
 
     def update(self, negotiated: Negotiated) -> None:
-        """Apply a re-INVITE's outcome: new address, codec or direction (hold), and learn again."""
+        """Apply a re-INVITE's outcome: new address, codec or direction (hold).
+
+        Only a changed remote address starts learning again (rule 5 of the module doc).
+        """
         if self._closed:
             return
         self._apply(negotiated)
@@ -280,10 +360,23 @@ class RtpSession(asyncio.DatagramProtocol):
                 self._frames = self._audio.frames(codec.name)  # same frame grid, other encoding
         self._pt = negotiated.payload_type
         self._te_pt = negotiated.telephone_event_pt if negotiated.telephone_event_pt is not None else -1
-        self._sdp_remote = negotiated.remote
-        self._peer = None
+        if self._te_pt < 0 and self._dtmf_out:  # the re-offer dropped telephone-event: no type to send
+            log.warning("re-INVITE dropped telephone-event: %d queued DTMF packets discarded",
+                        len(self._dtmf_out), extra={"call_id": self.call_id})
+            self._dtmf_out.clear()
+            if self._dtmf_done is not None and not self._dtmf_done.done():
+                self._dtmf_done.set_result(None)
+            self._dtmf_done = None
+        remote = _normalised(negotiated.remote)
+        if remote != self._sdp_remote:  # the stream moved (or first start): learn again (rule 5)
+            self._sdp_remote = remote
+            self._sdp_ip = remote[0]
+            self._peer = None
+            self._candidate = None
+            self._learn_until = 0.0
+            self._held = 0
         self._sending = negotiated.sends
-        self._dest = negotiated.remote if negotiated.sends else None
+        self._dest = (self._peer or negotiated.remote) if negotiated.sends else None
         self._expect_media = negotiated.receives
         self._timed_out = False
         self._rx_seen = self.packets_received
@@ -348,16 +441,32 @@ class RtpSession(asyncio.DatagramProtocol):
             raise ValueError(f"not DTMF digits: {''.join(bad)!r}")
         for digit in digits:
             self._queue_dtmf(digit, duration_ms, gap_ms)
+        if not self._dtmf_out:
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._dtmf_done = done
         await done
 
     def _queue_dtmf(self, digit: str, duration_ms: int, gap_ms: int) -> bool:
-        """Queue one RFC 4733 keypress and the gap after it; False if no telephone-event was negotiated."""
+        """Queue one RFC 4733 keypress and the gap after it; False if no telephone-event was negotiated
+        or the queue is full.
+
+        The queue is bounded (``MAX_QUEUED_DTMF_FRAMES``) because a bridge fills it with digits the
+        *other* leg's peer sent: a peer pressing keys faster than they can be re-sent (or sending
+        endless events) must not grow memory or the latency of the digits after them.
+        """
         if self._te_pt < 0 or self._closed:
             return False
-        self._dtmf_out.extend(dtmf_payloads(digit, duration_ms))
-        self._dtmf_out.extend([(b"", False)] * max(1, gap_ms // 20))
+        payloads = list(dtmf_payloads(digit, min(duration_ms, MAX_DTMF_MS)))
+        gap = [(b"", False)] * max(1, min(gap_ms, MAX_DTMF_GAP_MS) // 20)
+        if len(self._dtmf_out) + len(payloads) + len(gap) > MAX_QUEUED_DTMF_FRAMES:
+            self.dtmf_dropped += 1
+            if self.dtmf_dropped == 1:
+                log.warning("dtmf %s not sent on port %d: %d event frames already queued", digit,
+                            self.local_port, len(self._dtmf_out), extra={"call_id": self.call_id})
+            return False
+        self._dtmf_out.extend(payloads)
+        self._dtmf_out.extend(gap)
         return True
 
     # ---- engine hooks -----------------------------------------------------------------------------
@@ -483,7 +592,7 @@ class RtpSession(asyncio.DatagramProtocol):
             packets_received=self.packets_received, bytes_received=self.bytes_received,
             foreign_packets=self.foreign_packets, invalid_packets=self.invalid_packets,
             dtmf_digits=self.dtmf_digits, late_ticks=self._engine.late_ticks - self._late_ticks_base,
-            latched=self._peer,
+            latched=self._peer, first_foreign=self.first_foreign,
         )
 
     @property
@@ -496,6 +605,9 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             return
         self._closed = True
+        if self.foreign_packets:
+            log.info("rtp port %d closed after dropping %d foreign packets (first from %s)", self.local_port,
+                     self.foreign_packets, self.first_foreign, extra={"call_id": self.call_id})
         if self._bridge is not None:
             self._bridge.stop()  # the other leg goes on alone, with silence
         self._finish_playback(None)
@@ -513,6 +625,14 @@ class RtpSession(asyncio.DatagramProtocol):
         self.on_audio = None
         self.tap = None
         self._dtmf_in.on_digit = _ignore_digit
+
+
+def _normalised(addr: tuple[str, int]) -> tuple[str, int]:
+    """An SDP address in the form the socket reports sources in (``::1``, not ``0:0::1``)."""
+    try:
+        return str(ipaddress.ip_address(addr[0])), int(addr[1])
+    except ValueError:
+        return addr
 
 
 def _ignore_dtmf(digit: str, source: str) -> None:

@@ -9,6 +9,7 @@ text: it passes the offer's bytes in and the answer's bytes out.
 from __future__ import annotations
 
 import ipaddress
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -133,20 +134,37 @@ def _parse_connection(value: str, line_no: int, line: str) -> tuple[str, str]:
     return str(parsed), parts[1]
 
 
+def _decimal(text: str, max_digits: int) -> int | None:
+    """``text`` as a number when it is 1 to ``max_digits`` ASCII digits, else None.
+
+    ``str.isdigit`` alone lets through superscripts and other Unicode digits that ``int`` refuses
+    (``"²"``), and ``int`` refuses more than 4300 digits: either would escape as a bare ``ValueError``.
+    """
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def _format_pt(fmt: str) -> int | None:
+    """The payload type an m-line format names, or None for a non-RTP format token."""
+    return _decimal(fmt, 3)
+
+
 def _parse_media(value: str, line_no: int, line: str) -> MediaDescription:
     parts = value.split()
     if len(parts) < 4:
         raise SdpError("expected 'm=<media> <port> <proto> <fmt> ...'", line_no, line)
-    port_text = parts[1].split("/", 1)[0]
-    if not port_text.isdigit() or int(port_text) > 65535:
+    port = _decimal(parts[1].split("/", 1)[0], 5)
+    if port is None or port > 65535:
         raise SdpError(f"bad port {parts[1]!r}", line_no, line)
-    return MediaDescription(parts[0], int(port_text), parts[2], parts[3:], line_no)
+    return MediaDescription(parts[0], port, parts[2], parts[3:], line_no)
 
 
 def _payload_type(text: str, line_no: int, line: str) -> int:
-    if not text.isdigit() or int(text) > 127:
+    pt = _decimal(text, 3)
+    if pt is None or pt > 127:
         raise SdpError(f"bad payload type {text!r}", line_no, line)
-    return int(text)
+    return pt
 
 
 def _parse_attribute(value: str, target: MediaDescription | SessionDescription, line_no: int,
@@ -161,20 +179,24 @@ def _parse_attribute(value: str, target: MediaDescription | SessionDescription, 
         pt_text, _, spec = rest.strip().partition(" ")
         pt = _payload_type(pt_text, line_no, line)
         pieces = spec.strip().split("/")
-        if len(pieces) < 2 or not pieces[0] or not pieces[1].isdigit():
+        rate = _decimal(pieces[1], 10) if len(pieces) >= 2 else None
+        if not pieces[0] or rate is None:
             raise SdpError("expected 'a=rtpmap:<pt> <encoding>/<rate>[/<channels>]'", line_no, line)
-        channels = pieces[2] if len(pieces) > 2 else "1"
-        if not channels.isdigit():
-            raise SdpError(f"bad channel count {channels!r}", line_no, line)
-        target.rtpmaps[pt] = RtpMap(pieces[0], int(pieces[1]), int(channels))
+        channels = _decimal(pieces[2], 3) if len(pieces) > 2 else 1
+        if channels is None:
+            raise SdpError(f"bad channel count {pieces[2]!r}", line_no, line)
+        target.rtpmaps[pt] = RtpMap(pieces[0], rate, channels)
     elif name == "fmtp":
         pt_text, _, params = rest.strip().partition(" ")
         target.fmtps[_payload_type(pt_text, line_no, line)] = params.strip()
     elif name == "ptime":
         try:
-            target.ptime = round(float(rest))
+            ptime = float(rest)
         except ValueError:
-            raise SdpError(f"bad ptime {rest!r}", line_no, line) from None
+            ptime = math.nan
+        if not math.isfinite(ptime):  # round() raises OverflowError on "inf", "1e400"
+            raise SdpError(f"bad ptime {rest!r}", line_no, line)
+        target.ptime = round(ptime)
 
 
 def parse_sdp(data: bytes) -> SessionDescription:
@@ -250,25 +272,29 @@ def _directions(theirs: Direction, null_address: bool) -> tuple[bool, bool, bool
 def _choose_codec(media: MediaDescription, prefs: Sequence[str]) -> tuple[str, int] | None:
     wanted = {name.upper() for name in prefs}
     for fmt in media.formats:
-        if not fmt.isdigit():
+        pt = _format_pt(fmt)
+        if pt is None:
             continue
-        mapping = media.rtpmap(int(fmt))
+        mapping = media.rtpmap(pt)
         if (mapping is not None and mapping.encoding.upper() in wanted and mapping.clock_rate == SAMPLE_RATE
                 and mapping.channels == 1):
-            return mapping.encoding.upper(), int(fmt)
+            return mapping.encoding.upper(), pt
     return None
 
 
 def _format_map(media: MediaDescription, fmt: str) -> RtpMap | None:
-    return media.rtpmap(int(fmt)) if fmt.isdigit() else None
+    pt = _format_pt(fmt)
+    return media.rtpmap(pt) if pt is not None else None
 
 
 def _telephone_event_pt(media: MediaDescription) -> int | None:
     for fmt in media.formats:
-        if fmt.isdigit():
-            mapping = media.rtpmaps.get(int(fmt))
-            if mapping and mapping.encoding.lower() == TELEPHONE_EVENT and mapping.clock_rate == SAMPLE_RATE:
-                return int(fmt)
+        pt = _format_pt(fmt)
+        if pt is None:
+            continue
+        mapping = media.rtpmaps.get(pt)
+        if mapping and mapping.encoding.lower() == TELEPHONE_EVENT and mapping.clock_rate == SAMPLE_RATE:
+            return pt
     return None
 
 
@@ -277,9 +303,12 @@ class SdpSession:
 
     RFC 3264 §8: the version goes up by one whenever the body changes and stays put when a re-answer
     is identical (a session refresh), so peers can tell a real change from a repeat.
+
+    ``o=`` username and ``s=`` are ``-`` by default (RFC 8866 allows it for both): a product name
+    there would tell scanners and carriers what answers the call (topology hiding, A26).
     """
 
-    def __init__(self, username: str = "helpline", session_name: str = "helpline") -> None:
+    def __init__(self, username: str = "-", session_name: str = "-") -> None:
         self.username = username
         self.session_name = session_name
         self.session_id = random.randrange(1, 2**62)

@@ -1,13 +1,20 @@
 """What /metrics shows besides the event-derived series: the health of the event pipeline and of the
-media clock."""
+media clock, recording's live state, and the SIP edge guard's bans and drops."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from helpline.events.bus import EventBus
 from helpline.events.metrics import CallbackCollector
 from helpline.recording.service import RecordingService
+from helpline.sbc_bridge.guard import EdgeGuard
 from helpline.store.sink import StoreSink
 from helpline.voice import MediaEngine
 
@@ -36,7 +43,8 @@ def register_pipeline_metrics(registry: CollectorRegistry, bus: EventBus, sink: 
 
 
 def register_media_metrics(registry: CollectorRegistry, engine: MediaEngine) -> None:
-    """The media clock's health: sessions, and ticks that came late or frames it had to skip.
+    """The media clock's health: sessions, and ticks that came late or frames it had to skip; and RTP
+    from foreign sources dropped by the sessions' strict-source latching (an attack signal).
 
     Late ticks are the first sign of an overloaded process (the benchmarks watch them); read at
     scrape time from ``MediaEngine.stats``.
@@ -49,6 +57,10 @@ def register_media_metrics(registry: CollectorRegistry, engine: MediaEngine) -> 
             "Frames not sent because the clock stalled too long", lambda: engine.stats.skipped_frames,
         ),
         "helpline_media_frames_total": ("Frame slots the media clock has paced", lambda: engine.stats.frames),
+        "helpline_rtp_foreign_packets_total": (
+            "RTP packets dropped because they came from a source other than the latched one (RTP bleed)",
+            lambda: engine.stats.foreign_packets,
+        ),
     }
     gauges = {
         "helpline_media_sessions": ("Open RTP sessions", lambda: engine.stats.sessions),
@@ -74,3 +86,44 @@ def register_recording_metrics(registry: CollectorRegistry, service: RecordingSe
         ),
     }
     registry.register(CallbackCollector(gauges=gauges))
+
+
+DropCounts = Callable[[], Mapping[tuple[str, str], int]]
+"""Messages and connections the guard dropped or refused so far, by (listener, reason)."""
+
+
+class SecurityCollector(Collector):
+    """The guard's state at scrape time: bans in force by kind, and what it dropped or refused by
+    listener and reason. Reads only; expired bans are left for the guard to sweep, just not counted.
+    Label values are the guard's fixed listener and reason names, never addresses."""
+
+    def __init__(self, guard: EdgeGuard, dropped: DropCounts | None = None) -> None:
+        self._guard = guard
+        self._dropped = dropped
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        bans = GaugeMetricFamily(
+            "helpline_security_bans_active", "Bans in force: sources banned and users locked", labels=["kind"]
+        )
+        now = time.time()
+        kinds = Counter(e.ban.kind for e in list(self._guard.bans.entries.values()) if e.ends > now)
+        for kind in ("source", "user"):
+            bans.add_metric([kind], float(kinds[kind]))
+        yield bans
+        if self._dropped is None:
+            return
+        dropped = CounterMetricFamily(
+            "helpline_security_dropped_total", "SIP messages and connections the guard dropped or refused",
+            labels=["listener", "reason"],
+        )  # fmt: skip
+        for (listener, reason), count in sorted(self._dropped().items()):
+            dropped.add_metric([listener, reason], float(count))
+        yield dropped
+
+
+def register_security_metrics(
+    registry: CollectorRegistry, guard: EdgeGuard, dropped: DropCounts | None = None
+) -> None:
+    """``helpline_security_bans_active{kind}`` and, given the guard's ``dropped`` counts,
+    ``helpline_security_dropped_total{listener,reason}``."""
+    registry.register(SecurityCollector(guard, dropped))

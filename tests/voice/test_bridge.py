@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import struct
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from helpline.voice import (
     negotiate,
 )
 from helpline.voice.bridge import JITTER_FRAMES, MAX_QUEUED_FRAMES
+from helpline.voice.rtp import MAX_QUEUED_DTMF_FRAMES
 from helpline.voice.tones import dominant_tone
 from tests.support.rtp_probe import (
     CODEC_BY_PT,
@@ -214,6 +216,23 @@ async def test_digits_to_a_leg_without_telephone_event_are_only_reported(connect
     assert pair.caller_digits == ["7"]
     assert {p.payload_type for p in pair.agent.received} == {0}
     assert pair.bridge.stats.dtmf_relayed == 0
+
+
+async def test_a_peer_flooding_long_digits_cannot_grow_the_other_legs_queue(connect: Connect) -> None:
+    """Found by the rtp_session fuzz target: every digit a peer sends is re-sent on the other leg, so
+    a peer sending endless 8 s keypresses must not queue minutes of events (memory and latency)."""
+    pair: Pair = await connect()
+    pair.agent.start_audio()
+    for n in range(40):  # 40 distinct 8-second keypresses, sent at once: start and end packets only
+        ts = 1000 + n * 100_000
+        pair.caller._send(101, struct.pack("!BBH", 5, 10, 160), marker=True, timestamp=ts)
+        for _ in range(3):
+            pair.caller._send(101, struct.pack("!BBH", 5, 0x80 | 10, 64000), timestamp=ts)
+    await asyncio.sleep(0.3)
+    assert pair.caller_digits == ["5"] * 40  # the upper layer still hears every one
+    assert pair.bridge.stats.dtmf_relayed == 1  # one 8 s keypress fills the bound; the rest are dropped
+    assert pair.b.dtmf_dropped == 39
+    assert len(pair.b._dtmf_out) <= MAX_QUEUED_DTMF_FRAMES
 
 
 async def test_hold_plays_hold_audio_to_the_caller_and_nothing_to_the_agent(connect: Connect) -> None:

@@ -81,7 +81,7 @@ class AgentLeg:
     ) -> None:
         self.extension = binding.extension
         self.binding = binding
-        self.sip_call_id = f"{uuid.uuid4().hex}@helpline"
+        self.sip_call_id = uuid.uuid4().hex  # no "@host": it would name the product (A26)
         self.on_ended: Callable[[CallEnd], None] | None = None
         self.on_reoffer: Callable[[bytes], bytes | None] | None = None
         self.on_dtmf: Callable[[str, int], None] | None = None

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from aiosipua.message import SipRequest
-from aiosipua.utils import generate_tag
+from aiosipua.utils import format_addr, generate_tag
 
 from .binding import Binding
 from .registrar import Registrar
@@ -30,9 +30,9 @@ def options_request(wire: AgentWire, binding: Binding) -> SipRequest:
     """An out-of-dialog OPTIONS to ``binding``'s contact."""
     request = SipRequest(method="OPTIONS", uri=binding.contact)
     request.headers.append("Via", wire.via())
-    request.headers.set_single("From", f"<{wire.host_uri('helpline')}>;tag={generate_tag()}")
+    request.headers.set_single("From", f"<sip:{format_addr(*wire.advertised)}>;tag={generate_tag()}")
     request.headers.set_single("To", f"<{wire.host_uri(binding.extension)}>")
-    request.headers.set_single("Call-ID", f"{generate_tag()}{generate_tag()}@helpline")
+    request.headers.set_single("Call-ID", f"{generate_tag()}{generate_tag()}")
     request.headers.set_single("CSeq", "1 OPTIONS")
     request.headers.set_single("Max-Forwards", "70")
     request.headers.set_single("Accept", "application/sdp")
