@@ -26,6 +26,13 @@ TONES = (CALLER_TONE, AGENT_TONE, HOLD_TONE, 1000.0)
 CALLER_PCM = sine_pcm16([CALLER_TONE], 1.0)  # a whole number of cycles: loops without a click
 
 
+QUICK_AGENTS = {
+    "HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1",
+    "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
+    "HELPLINE_AGENTS__MIN_EXPIRES": "10",
+}
+"""Server environment for floors whose agents come and go within a test: fast qualify, short expiry."""
+
 @dataclass(frozen=True)
 class QueueFloor:
     """Where one module's server listens: the trunk side for callers, the agent side for phones."""

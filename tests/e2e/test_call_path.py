@@ -227,3 +227,11 @@ async def test_blind_transfer_through_the_trunk(
     assert transfers and transfers[0]["result"] == {200: "connected", 486: "busy", None: "failed"}[sipfrag]
     assert _events(detail, "call.ended")[0]["data"]["by"] == ended_by
     assert detail["disposition"] == ("transferred" if sipfrag == 200 else "completed")
+
+
+def test_the_data_folder_and_the_database_are_private_to_the_service(server: RunningServer) -> None:
+    """The data folder holds the database, keys and recordings: nobody else on the host may read it."""
+    assert server.data_dir.stat().st_mode & 0o777 == 0o700
+    database = server.data_dir / "helpline.sqlite3"
+    assert database.stat().st_mode & 0o777 == 0o600
+    assert (server.data_dir / "tls" / "edge.key").stat().st_mode & 0o777 == 0o600

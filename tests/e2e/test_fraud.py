@@ -25,6 +25,7 @@ import pytest
 
 from tests.e2e.queue_support import (
     CALLER_TONE,
+    QUICK_AGENTS,
     QueueFloor,
     api_client,
     ended_call,
@@ -70,8 +71,7 @@ _extensions = itertools.count(7001)
 @pytest.fixture(scope="module")
 def fserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_binary("espeak-ng")
-    env = {"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1", "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
-           "HELPLINE_AGENTS__MIN_EXPIRES": "10"}
+    env = QUICK_AGENTS
     yield from FLOOR.serve(tmp_path_factory.mktemp("helpline-fraud"), EXTRA, env)
 
 

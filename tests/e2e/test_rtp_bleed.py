@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.e2e.queue_support import (
+    QUICK_AGENTS,
     QueueFloor,
     api_client,
     ended_call,
@@ -64,8 +65,7 @@ def loop_pcm(freq: float) -> bytes:
 
 @pytest.fixture(scope="module")
 def bserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    env = {"HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1", "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
-           "HELPLINE_AGENTS__MIN_EXPIRES": "10"}
+    env = QUICK_AGENTS
     yield from FLOOR.serve(tmp_path_factory.mktemp("helpline-bleed"), QUEUE_CONFIG, env)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.queue_support import QueueFloor, api_client, make_agent, presence, wait_agent
+from tests.e2e.queue_support import QUICK_AGENTS, QueueFloor, api_client, make_agent, presence, wait_agent
 from tests.e2e.server import RunningServer
 from tests.sbc_bridge.agents.raw_agent import RawAgent, _Protocol
 from tests.support.rtp_probe import RtpProbe, make_sdp_offer
@@ -56,9 +56,7 @@ def tserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         "HELPLINE_SIP__ADVERTISED_HOST": PUBLIC,
         "HELPLINE_AGENTS__ADVERTISED_HOST": PUBLIC,
         "HELPLINE_MEDIA__ADVERTISED_HOST": PUBLIC,
-        "HELPLINE_AGENTS__QUALIFY_INTERVAL_S": "1",
-        "HELPLINE_AGENTS__QUALIFY_TIMEOUT_S": "0.5",
-        "HELPLINE_AGENTS__MIN_EXPIRES": "10",
+        **QUICK_AGENTS,
         # The digest realm is the operator's to name (README); the default one names the product.
         "HELPLINE_AGENTS__REALM": "contact.example.com",
     }

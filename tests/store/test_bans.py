@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from helpline.ban_sync import BanSync
 from helpline.sbc_bridge.guard import EdgeGuard, SecuritySettings
 from helpline.sbc_bridge.guard.bans import Ban, BanChange
-from helpline.server import BanSync
 from helpline.store import Store
 from helpline.store.bans import BanRepository
 from helpline.store.models import Base
@@ -164,7 +164,7 @@ def new_guard() -> EdgeGuard:
 
 
 async def test_the_service_keeps_its_guard_and_the_table_in_step(migrated_store: Store) -> None:
-    """BanSync (helpline.server) with a real guard: bans are stored, lifts made in the table reach the
+    """BanSync (helpline.ban_sync) with a real guard: bans are stored, lifts made in the table reach the
     guard through the poll, a lift never ends a newer ban, and a restart restores what is active."""
     guard = new_guard()
     sync = BanSync(guard, migrated_store.bans)
