@@ -223,6 +223,15 @@ class TrunkBridge:
             )
         uas.send_error(request, 483, "Too Many Hops")
 
+    def foreign_in_dialog(self, uas: EdgeUas, request: SipRequest, addr: Addr, trunk: TrunkConfig) -> None:
+        """A request for a call another trunk placed: reported, and answered as if no such call."""
+        self._security(
+            "security.foreign_in_dialog",
+            self._event(request, addr, uas.name, trunk=trunk.name, reason="request for another trunk's call"),
+        )
+        if request.method.upper() != "ACK":
+            uas.send_error(request, 481, "Call/Transaction Does Not Exist")
+
     def on_unparseable(self, transport: EdgeTransport, data: bytes, addr: Addr, reason: str) -> None:
         uas = self._uas.get(transport.name)
         if self.trunk_for(addr) is None:

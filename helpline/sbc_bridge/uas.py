@@ -56,6 +56,9 @@ class EdgeHooks(Protocol):
     def stranger(self, uas: EdgeUas, request: SipRequest, addr: Addr) -> None: ...
     def malformed(self, uas: EdgeUas, request: SipRequest, addr: Addr, problem: Problem) -> None: ...
     def too_many_hops(self, uas: EdgeUas, request: SipRequest, addr: Addr, trunk: TrunkConfig) -> None: ...
+    def foreign_in_dialog(
+        self, uas: EdgeUas, request: SipRequest, addr: Addr, trunk: TrunkConfig
+    ) -> None: ...
     def new_invite(self, uas: EdgeUas, request: SipRequest, addr: Addr, trunk: TrunkConfig) -> None: ...
 
 
@@ -125,6 +128,9 @@ class EdgeUas(SipUAS):
             self.hooks.malformed(self, request, addr, problem)
             return
         method = request.method.upper()
+        if not self._from_dialog_trunk(request, trunk):
+            self.hooks.foreign_in_dialog(self, request, addr, trunk)
+            return
         if method not in ("ACK", "CANCEL") and max_forwards_exhausted(request):
             self.hooks.too_many_hops(self, request, addr, trunk)
             return
@@ -138,6 +144,19 @@ class EdgeUas(SipUAS):
             self._handle_invite_from(request, addr, trunk)
         else:
             handler(request, addr)
+
+    def _from_dialog_trunk(self, request: SipRequest, trunk: TrunkConfig) -> bool:
+        """Whether a request for a live call comes from the trunk that placed it (A23).
+
+        Another trunk's address (let alone a stranger's, dropped before) cannot BYE, CANCEL or
+        re-INVITE someone else's call even with the right Call-ID and tags. Any source of the same
+        trunk may: carriers fail over between their signalling addresses mid-call.
+        """
+        call = self._calls.get(request.call_id or "")
+        if not isinstance(call, EdgeCall):
+            return True
+        owner = self.hooks.trunk_for(call.source_addr)
+        return owner is not None and owner.name == trunk.name
 
     def _screened_out(self, request: SipRequest, verdict: Verdict) -> None:
         """The guard refused ``request``: answer it as told, or drop it (and its retransmissions)."""
