@@ -337,14 +337,15 @@ class TrunkBridge:
                 headers={"WWW-Authenticate": self._digest.challenge(trunk.credentials.realm, stale=stale)},
             )
             return False
-        self._security(
-            "security.auth_failed",
-            self._event(
-                request, addr, uas.name, header="Authorization", reason=verdict.reason, trunk=trunk.name
-            ),
+        data = self._event(
+            request, addr, uas.name, header="Authorization", reason=verdict.reason, trunk=trunk.name
         )
-        if self.guard is not None:  # a trunk's own account is never locked: no user given
-            self.guard.auth_failed("trunk", uas.name, addr, None, verdict.reason)
+        if self.guard is None:
+            self._security("security.auth_failed", data)
+        else:  # one event, counted by the guard; a trunk's own account is never locked: no user given
+            self.guard.auth_failed(
+                "trunk", uas.name, addr, None, verdict.reason, event="security.auth_failed", detail=data
+            )
         self._refused(
             RefusedCall(request.call_id or "", trunk.name, None, None, addr, uas.name, 403, verdict.reason)
         )

@@ -247,7 +247,7 @@ async def test_svcrack_is_banned_before_it_reaches_the_password(
     assert ban.get("kind") == "source", ban
     event = await banned_event(api, cracker)
     assert event["data"].get("kind") == "source", event
-    failures = [e for e in await security_events(api, "security.auth_failure")
+    failures = [e for e in await security_events(api, "security.agent_auth_failed")
                 if str((e.get("data") or {}).get("source", e.get("source"))).startswith(f"{cracker}:")]
     assert 1 <= len(failures) <= 6, failures  # banned on the 5th; what was in flight may add one
     tried = [line.split("trying ", 1)[1] for line in runs[0].stderr.splitlines() if "trying " in line]

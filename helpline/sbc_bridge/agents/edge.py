@@ -340,15 +340,19 @@ class AgentEdge:
             wire.reply(request, 501, "Not Implemented", (("Allow", ALLOW),))
 
     def _options(self, wire: AgentWire, request: SipRequest, addr: Addr) -> None:
-        """200 to OPTIONS (a phone's keepalive), never larger than the request (A1: no amplification).
+        """200 to OPTIONS (a phone's keepalive); over UDP never bigger than the request (A1: no amplifier).
 
         A reflected OPTIONS with a spoofed source must not make us a traffic amplifier: the
         capabilities are left out when they would make the answer bigger, and a request too small
         for even the bare answer is not answered (a real phone's carries Contact, Max-Forwards...);
         it is counted in the guard's drops, not reported one by one.
         """
+        full = (("Allow", ALLOW), ("Accept", "application/sdp"))
+        if wire.reliable:  # a connection cannot be opened from a spoofed address: nothing to amplify
+            wire.reply(request, 200, "OK", full)
+            return
         budget = received_size(request)
-        for headers in ((("Allow", ALLOW), ("Accept", "application/sdp")), ()):
+        for headers in (full, ()):
             response = wire.response(request, 200, "OK", headers)
             if len(bytes(response)) <= budget:
                 wire.send_reply(response)
@@ -399,15 +403,22 @@ class AgentEdge:
         self._challenge(wire, request, addr, verdict)
         return None
 
+    def _auth_failed(
+        self, wire: AgentWire, request: SipRequest, addr: Addr, user: str | None, reason: str
+    ) -> None:
+        """One ``security.agent_auth_failed`` event per failure; the guard also counts it (bans, locks)."""
+        data = self._event(request, addr, wire, extension=user, reason=reason)
+        if self.guard is None:
+            self._security("security.agent_auth_failed", data)
+        else:
+            self.guard.auth_failed(
+                "agents", wire.name, addr, user, reason, event="security.agent_auth_failed", detail=data
+            )
+
     def _challenge(self, wire: AgentWire, request: SipRequest, addr: Addr, verdict: AuthVerdict) -> None:
         """401 with a fresh challenge; the same answer whatever the failure (no user oracle)."""
         if verdict.kind == "failed":
-            self._security(
-                "security.agent_auth_failed",
-                self._event(request, addr, wire, extension=verdict.username, reason=verdict.reason),
-            )
-            if self.guard is not None:
-                self.guard.auth_failed("agents", wire.name, addr, verdict.username, verdict.reason)
+            self._auth_failed(wire, request, addr, verdict.username, verdict.reason)
         headers = [
             ("WWW-Authenticate", value)
             for value in self._auth.challenges(addr[0], stale=verdict.kind == "stale")
@@ -421,13 +432,7 @@ class AgentEdge:
         to_addr = request.to_addr
         aor_user = to_addr.uri.user if to_addr is not None else None
         if aor_user != extension:
-            reason = f"registers another AOR {aor_user!r}"
-            self._security(
-                "security.agent_auth_failed",
-                self._event(request, addr, wire, extension=extension, reason=reason),
-            )
-            if self.guard is not None:
-                self.guard.auth_failed("agents", wire.name, addr, extension, reason)
+            self._auth_failed(wire, request, addr, extension, f"registers another AOR {aor_user!r}")
             wire.reply(request, 403, "Forbidden")
             return
         reply = self._registrar.register(extension, request, addr, wire.name)

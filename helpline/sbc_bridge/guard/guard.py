@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -320,19 +320,30 @@ class EdgeGuard:
     # --- 3. digest outcomes ---
 
     def auth_failed(
-        self, listener: Listener, transport: str, addr: Addr, user: str | None, reason: str
+        self,
+        listener: Listener,
+        transport: str,
+        addr: Addr,
+        user: str | None,
+        reason: str,
+        *,
+        event: str = "security.auth_failure",
+        detail: Mapping[str, Any] | None = None,
     ) -> None:
-        """A digest answer failed: report it; ban the source / lock the user on their thresholds."""
-        self._emit(
-            "security.auth_failure",
-            {
-                "source": _where(addr),
-                "listener": listener,
-                "transport": transport,
-                "user": user,
-                "reason": reason,
-            },
-        )
+        """A digest answer failed: report it; ban the source / lock the user on their thresholds.
+
+        The edges pass their own event name and details (method, Call-ID...), so each failure is
+        one event, not one from the edge and another from here.
+        """
+        data: dict[str, Any] = {
+            "source": _where(addr),
+            "listener": listener,
+            "transport": transport,
+            "user": user,
+            "reason": reason,
+        }
+        data.update(detail or {})
+        self._emit(event, data)
         if not self._enabled:
             return
         ip = addr[0]

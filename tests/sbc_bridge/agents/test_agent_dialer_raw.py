@@ -196,6 +196,12 @@ async def test_agent_invite_needs_auth_then_is_forbidden_and_strays_get_481(make
                 ("To", "<sip:127.0.0.1>"),
                 ("Call-ID", "opt@raw"),
                 ("CSeq", "1 OPTIONS"),
+                # what a phone's keepalive carries; a bare probe smaller than our answer gets none (A1)
+                ("Max-Forwards", "70"),
+                ("Contact", f"<sip:1001@127.0.0.1:{agent.port}>"),
+                ("Accept", "application/sdp"),
+                ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"),
+                ("User-Agent", "raw-agent/1.0 (a test phone)"),
             ],
         )
         assert (await agent.request(options, "z9hG4bKopt1")).status == 200

@@ -26,7 +26,7 @@ async def test_five_wrong_answers_ban_the_source_which_then_gets_no_reply_at_all
             assert (await cracker.register("1001", "guess")).status == 401
         banned, _ = await edges.events.first("security.banned", 2.0, key="127.0.0.5")
         assert banned["reason"] == "auth_failures"
-        assert len(edges.events.of("security.auth_failure")) == 5
+        assert len(edges.events.of("security.agent_auth_failed")) == 5
         probe = UdpPeer("127.0.0.5")
         try:
             for method in ("REGISTER", "OPTIONS", "INVITE"):
@@ -64,7 +64,7 @@ async def test_twenty_failures_from_several_sources_lock_the_user_and_its_passwo
         with_right = await right.register("1001", PASSWORDS["1001"])
         with_wrong = await wrong.register("1001", "guess")
         assert with_right.status == 401 and _shape(with_right) == _shape(with_wrong)
-        assert edges.events.of("security.auth_failure")[-2]["reason"] == "user locked"
+        assert edges.events.of("security.agent_auth_failed")[-2]["reason"] == "user locked"
         assert edges.agents is not None and edges.agents.edge.bindings("1001") == ()
         # only 1001 is locked
         assert (await other.register("1002", PASSWORDS["1002"])).status == 200
