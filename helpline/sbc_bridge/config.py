@@ -31,6 +31,16 @@ def tls_pair_complete(certificate: Path | None, key: Path | None) -> None:
         )
 
 
+def checked_networks(values: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``values`` unchanged when each is an IP address or CIDR; else a ValueError naming ``what``."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{what} {value!r} is not an IP address or CIDR") from exc
+    return values
+
+
 def port_or_off(value: object) -> object:
     """``"off"`` (or false) turns an optional listener off: TOML and environment variables have no null."""
     if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "")):
@@ -141,12 +151,7 @@ class TrunkConfig(BaseModel):
     @field_validator("sources")
     @classmethod
     def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for source in value:
-            try:
-                ipaddress.ip_network(source, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"source {source!r} is not an IP address or CIDR") from exc
-        return value
+        return checked_networks(value, "source")
 
     @field_validator("dids")
     @classmethod

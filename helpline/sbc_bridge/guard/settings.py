@@ -12,6 +12,7 @@ from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config import checked_networks
 from .fraud import OutboundSettings
 
 DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
@@ -128,12 +129,7 @@ class SecuritySettings(BaseModel):
     @field_validator("trusted_networks")
     @classmethod
     def _networks_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"trusted network {network!r} is not an IP address or CIDR") from exc
-        return value
+        return checked_networks(value, "trusted network")
 
     @field_validator("drop_user_agents")
     @classmethod
