@@ -1,30 +1,24 @@
-"""Attackers and witnesses for the secure-edge tests: sipvicious, SIPp floods, a softphone elsewhere.
+"""Attackers for the secure-edge tests: sipvicious and SIPp floods, each from its own source address.
 
 Everything here talks to a live ``helpline serve`` over loopback inside the test's network namespace.
 Linux routes all of 127.0.0.0/8 to ``lo``, so a socket bound to 127.0.0.66 sends from 127.0.0.66 and
 the server sees a distinct source address with no ``ip addr`` or routing changes: sipvicious through
-the wrapper below, SIPp with ``-i``, the softphone below with its transport's bound address.
+the wrapper below, SIPp with ``-i``, the witness softphone with ``PjsuaAgent(bind=...)``.
 
 - :func:`run_sipvicious` runs the ``main()`` of svmap/svwar/svcrack (Debian's sipvicious 0.3.3, the
   code behind /usr/bin/sv*) with every socket bound to the attacker's address (svwar and svcrack
   ignore their ``-b``) and, on request, another ``User-Agent`` (the tools have no option for it; their
   requests always say ``friendly-scanner``).
-- :class:`BoundPjsuaAgent` is the pjsua2 agent of the queue tests with its SIP socket on another
-  address (the trunk source 127.0.0.1 is trusted and never banned, so a witness there proves little).
 - :func:`banned_event`, :func:`active_bans` read the server's security API.
 - :func:`start_flood` sends one SIP request per SIPp "call" at a fixed rate from one source address.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import functools
-import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,9 +28,6 @@ from typing import Any
 
 import httpx
 
-from tests.sbc_bridge.agents import pjsua_agent
-from tests.sbc_bridge.agents.pjsua_agent import PjsuaAgent
-from tests.support.pjsua_common import start_endpoint
 from tests.support.sipp import require_binary, sipp_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -257,49 +248,3 @@ def _drop_option_pairs(cmd: list[str], names: Sequence[str]) -> list[str]:
             continue
         out.append(part)
     return out
-
-
-# -- a softphone on another source address ------------------------------------------------------------
-
-
-class BoundPjsuaAgent(PjsuaAgent):
-    """The queue tests' pjsua2 agent, its SIP transport bound to ``bind`` instead of 127.0.0.1."""
-
-    def __init__(self, *, bind: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.args["bind"] = bind
-
-    async def start(self, timeout: float = 10.0) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.e2e.attack_support", "pjsua-agent", "--json-args",
-            json.dumps(self.args), cwd=REPO, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-        ready = await self.wait_event(lambda e: e["event"] == "ready", timeout)
-        self.local_port = int(ready["local_port"])
-
-
-def _pjsua_agent_main(json_args: str) -> int:
-    """The subprocess side of :class:`BoundPjsuaAgent`: pjsua_agent's own main, another bind address."""
-    bind = json.loads(json_args)["bind"]
-
-    @functools.wraps(start_endpoint)
-    def bound_endpoint(pj: Any, **kwargs: Any) -> tuple[Any, int, int]:
-        return start_endpoint(pj, **{**kwargs, "bind": bind})
-
-    vars(pjsua_agent)["start_endpoint"] = bound_endpoint  # the name pjsua_agent's _Agent.run calls
-    sys.argv = [sys.argv[0], "--json-args", json_args]
-    return pjsua_agent._main()
-
-
-def _main() -> int:
-    parser = argparse.ArgumentParser(description="test peers of the secure-edge tests")
-    parser.add_argument("peer", choices=["pjsua-agent"])
-    parser.add_argument("--json-args", required=True)
-    ns = parser.parse_args()
-    return _pjsua_agent_main(ns.json_args)
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -24,7 +24,6 @@ import pytest
 
 from tests.e2e.attack_support import (
     SCENARIOS,
-    BoundPjsuaAgent,
     active_bans,
     answers_at_all,
     banned_event,
@@ -36,6 +35,7 @@ from tests.e2e.attack_support import (
 )
 from tests.e2e.queue_support import QueueFloor, api_client, presence, registered, state_is, wait_agent
 from tests.e2e.server import RunningServer
+from tests.sbc_bridge.agents.pjsua_agent import PjsuaAgent
 from tests.support.sipp import run_sipp
 
 FLOOR = QueueFloor(sip_port=5900, agent_port=5910, http_port=8190)
@@ -90,10 +90,10 @@ async def api(aserver: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def witness(api: httpx.AsyncClient) -> AsyncIterator[BoundPjsuaAgent]:
+async def witness(api: httpx.AsyncClient) -> AsyncIterator[PjsuaAgent]:
     """The legitimate agent: registered from 127.0.0.2, ready for the support queue."""
     extension, password = WITNESS
-    agent = BoundPjsuaAgent(bind=WITNESS_IP, registrar=AGENTS, extension=extension, password=password)
+    agent = PjsuaAgent(bind=WITNESS_IP, registrar=AGENTS, extension=extension, password=password)
     await agent.start()
     try:
         await registered(agent)
@@ -107,7 +107,7 @@ async def witness(api: httpx.AsyncClient) -> AsyncIterator[BoundPjsuaAgent]:
         await agent.stop()
 
 
-async def witness_takes_a_call(api: httpx.AsyncClient, agent: BoundPjsuaAgent) -> None:
+async def witness_takes_a_call(api: httpx.AsyncClient, agent: PjsuaAgent) -> None:
     """A SIPp caller from the trunk reaches the witness through the queue; the call connects."""
     confirmed = len(agent.matching(state_is("CONFIRMED")))
     await wait_agent(api, WITNESS[0], activity="idle", presence="ready", reachable=True)
@@ -117,7 +117,7 @@ async def witness_takes_a_call(api: httpx.AsyncClient, agent: BoundPjsuaAgent) -
     assert len(agent.matching(state_is("CONFIRMED"))) > confirmed, "the witness never answered"
 
 
-async def during_the_call(api: httpx.AsyncClient, agent: BoundPjsuaAgent, attack: Awaitable[None]) -> None:
+async def during_the_call(api: httpx.AsyncClient, agent: PjsuaAgent, attack: Awaitable[None]) -> None:
     """Run ``attack`` while the witness takes a call, then have it take another one."""
     await asyncio.gather(attack, witness_takes_a_call(api, agent))
     await witness_takes_a_call(api, agent)
@@ -132,7 +132,7 @@ def sv_target(port: int) -> list[str]:
 
 @pytest.mark.parametrize("method", ["OPTIONS", "INVITE", "REGISTER"])
 async def test_svmap_finds_nothing_on_the_trunk_port_from_a_stranger(
-    api: httpx.AsyncClient, witness: BoundPjsuaAgent, method: str
+    api: httpx.AsyncClient, witness: PjsuaAgent, method: str
 ) -> None:
     runs = []
 
@@ -150,7 +150,7 @@ async def test_svmap_finds_nothing_on_the_trunk_port_from_a_stranger(
 
 
 async def test_svmap_fingerprints_no_product_on_the_agent_port(
-    api: httpx.AsyncClient, witness: BoundPjsuaAgent
+    api: httpx.AsyncClient, witness: PjsuaAgent
 ) -> None:
     scanner, disguised = attacker(), attacker()
     runs = {}
@@ -180,7 +180,7 @@ async def test_svmap_fingerprints_no_product_on_the_agent_port(
 
 @pytest.mark.parametrize("method", ["REGISTER", "INVITE", "OPTIONS"])
 async def test_svwar_finds_no_extension(
-    api: httpx.AsyncClient, witness: BoundPjsuaAgent, method: str
+    api: httpx.AsyncClient, witness: PjsuaAgent, method: str
 ) -> None:
     """svwar over a range holding all five real extensions, as itself and disguised.
 
@@ -215,7 +215,7 @@ async def test_svwar_finds_no_extension(
 
 
 async def test_svcrack_is_banned_before_it_reaches_the_password(
-    api: httpx.AsyncClient, witness: BoundPjsuaAgent, tmp_path: Path
+    api: httpx.AsyncClient, witness: PjsuaAgent, tmp_path: Path
 ) -> None:
     # control: with the password second in the list svcrack cracks this server (it speaks our digest)
     control_words = tmp_path / "control.txt"

@@ -66,6 +66,7 @@ class PjsuaAgent:
         expires: int = 300,
         echo: bool = False,
         log_file: str | os.PathLike[str] | None = None,
+        bind: str = "127.0.0.1",
     ) -> None:
         self.args = {
             "registrar": list(registrar),
@@ -76,6 +77,7 @@ class PjsuaAgent:
             "answer_delay_ms": answer_delay_ms,
             "expires": expires,
             "echo": echo,
+            "bind": bind,  # the phone's own address (the attack tests put it beside the attackers')
         }
         self.log_file = Path(
             log_file
@@ -192,7 +194,7 @@ class _Agent:
         self.pj = pj
         transport = self.args["transport"]
         ep, tid, local_port = start_endpoint(
-            pj, log_file=self.args["log_file"], console_level=0, transport=transport, bind="127.0.0.1"
+            pj, log_file=self.args["log_file"], console_level=0, transport=transport, bind=self.args["bind"]
         )
         self.keep.append(ep)
 
