@@ -73,7 +73,7 @@ async def test_max_forwards_zero_gets_483(make_edge) -> None:
     assert edge.refused[0].sip_code == 483 and edge.calls == []
 
 
-async def test_pai_and_verstat_kept_from_trusted_and_dropped_from_untrusted(make_edge) -> None:
+async def test_pai_and_verstat_kept_from_trusted_and_dropped_and_reported_from_untrusted(make_edge) -> None:
     edge: Edge = await make_edge(
         trunks=[
             trunk(name="trusted", sources=("127.0.0.1",)),
@@ -89,6 +89,13 @@ async def test_pai_and_verstat_kept_from_trusted_and_dropped_from_untrusted(make
     assert trusted.trunk == "trusted" and trusted.verstat == "TN-Validation-Passed"
     assert trusted.pai is not None and "+12125550100" in trusted.pai
     assert untrusted.trunk == "untrusted" and untrusted.pai is None and untrusted.verstat is None
+    # what the untrusted trunk claimed is reported once, naming the call, the source and the headers
+    stripped = [data for kind, data in edge.security if kind == "security.identity_stripped"]
+    assert len(stripped) == 1, edge.security
+    (event,) = stripped
+    assert event["sip_call_id"] == untrusted.sip_call_id
+    assert event["source"].startswith("127.0.0.2") and event["trunk"] == "untrusted"
+    assert set(event["stripped"]) == {"P-Asserted-Identity", "verstat"}
 
 
 async def test_digest_trunk_challenges_then_accepts(make_edge) -> None:
