@@ -284,7 +284,9 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def _learn(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Rules 2 and 3 of the module doc, for a packet while no source is latched: True = latched now."""
-        if (self.negotiated is None or len(data) < 12 or data[0] >> 6 != RTP_VERSION
+        if self.negotiated is None:
+            return False  # before the answer is applied nothing can be judged: dropped, not counted
+        if (len(data) < 12 or data[0] >> 6 != RTP_VERSION
                 or (data[1] & 0x7F) not in (self._pt, self._te_pt, _COMFORT_NOISE_PT)):
             return self._foreign(addr)
         source = (str(addr[0]), int(addr[1]))
